@@ -1,0 +1,128 @@
+"""Where finished runs go: the ``Exporter`` protocol and the process-wide exporter slot.
+
+The core only hands runs over (``RunTree.post``/``patch`` call :func:`dispatch`); shipping them
+out of the process is ``tracestitch.export``'s job, which installs a real exporter with
+:func:`set_exporter`. Until one is configured the slot holds a :class:`NoopExporter`, so an
+unconfigured process keeps nothing in memory.
+
+Run listeners see every *finished* run handed to any exporter in the process, whatever its
+exporter: that is how ``RunCollector`` used as a context manager captures runs from all threads
+and tasks, including those of in-process "services" that each have their own exporter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from tracestitch._guard import guard
+
+if TYPE_CHECKING:
+    from tracestitch.run_tree import RunTree
+
+__all__ = [
+    "Exporter",
+    "NoopExporter",
+    "Op",
+    "add_listener",
+    "dispatch",
+    "get_exporter",
+    "remove_listener",
+    "set_exporter",
+]
+
+Op = Literal["post", "patch"]
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Receives runs from ``RunTree.post``/``patch``.
+
+    ``submit`` is called on the request path: it must be O(1), never block and never raise.
+    The exporter reads the run's fields later (on its own worker), via ``RunTree.to_wire``; a
+    ``post`` of a run that has since ended therefore already carries its end state.
+    """
+
+    def submit(self, op: Op, run: RunTree) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def shutdown(self, timeout: float | None = None) -> bool: ...
+
+
+class NoopExporter:
+    """Drops every run: the default until an exporter is configured."""
+
+    def submit(self, op: Op, run: RunTree) -> None:
+        return None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "NoopExporter()"
+
+
+_exporter: Exporter = NoopExporter()
+_exporter_factory: Callable[[], Exporter] | None = None
+_factory_lock = threading.Lock()
+
+
+def set_exporter(exporter: Exporter | None) -> Exporter:
+    """Install the process-wide exporter (``None`` restores the no-op); returns the previous one."""
+    global _exporter, _exporter_factory
+    previous = _exporter
+    _exporter = exporter if exporter is not None else NoopExporter()
+    _exporter_factory = None
+    return previous
+
+
+def set_exporter_factory(factory: Callable[[], Exporter] | None) -> None:
+    """Build the exporter lazily on first use (so importing tracestitch starts no thread)."""
+    global _exporter_factory
+    _exporter_factory = factory
+
+
+def get_exporter() -> Exporter:
+    global _exporter, _exporter_factory
+    factory = _exporter_factory
+    if factory is not None:
+        with _factory_lock:
+            if _exporter_factory is factory:
+                with guard("exporter.factory"):
+                    _exporter = factory()
+                _exporter_factory = None
+    return _exporter
+
+
+# Listeners: a tuple swapped atomically, so dispatch reads it without a lock.
+_listeners: tuple[Callable[[RunTree], None], ...] = ()
+_listeners_lock = threading.Lock()
+
+
+def add_listener(callback: Callable[[RunTree], None]) -> None:
+    global _listeners
+    with _listeners_lock:
+        _listeners = (*_listeners, callback)
+
+
+def remove_listener(callback: Callable[[RunTree], None]) -> None:
+    global _listeners
+    with _listeners_lock:
+        _listeners = tuple(cb for cb in _listeners if cb is not callback)
+
+
+def dispatch(op: Op, run: RunTree, exporter: Exporter | None = None) -> None:
+    """Hand ``run`` to ``exporter`` (default: the process-wide one) and to the listeners."""
+    target = exporter if exporter is not None else get_exporter()
+    with guard("exporter.submit"):
+        target.submit(op, run)
+    listeners = _listeners
+    if listeners and run.end_time_us is not None:
+        for callback in listeners:
+            with guard("exporter.listener"):
+                callback(run)
