@@ -161,13 +161,13 @@ def _collect(headers: Any) -> dict[str, list[Any]]:
     for method in ("getall", "get_list", "getlist", "get_all"):
         getter = getattr(headers, method, None)
         if getter is not None and not isinstance(headers, dict):
-            for name in _WANTED:
+            for wanted in _WANTED:
                 try:
-                    values = getter(name)
+                    values = getter(wanted)
                 except KeyError:  # multidict's getall() without a default
                     continue
                 if values:
-                    found[name] = list(values)
+                    found[wanted] = list(values)
             return found
     items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
     for pair in items:
