@@ -247,7 +247,8 @@ class RunTree:
             self.tracing_enabled = (
                 parent_run.tracing_enabled if tracing_enabled is None else tracing_enabled
             )
-            self.exporter = exporter or client or parent_run.exporter
+            own = exporter if exporter is not None else client
+            self.exporter = own if own is not None else parent_run.exporter
             self.replicas = list(replicas) if replicas else parent_run.replicas
             self._tracestate = parent_run._tracestate
             if parent_run_id is not None and _as_uuid(parent_run_id) != parent_run.id:
@@ -275,7 +276,7 @@ class RunTree:
                     self.dotted_order = f"{root}.{self.dotted_order}"
             self.project_name = project_name or session_name or default_project()
             self.tracing_enabled = True if tracing_enabled is None else tracing_enabled
-            self.exporter = exporter or client
+            self.exporter = exporter if exporter is not None else client
             self.replicas = list(replicas) if replicas else None
             self._tracestate = None
         self.metadata = meta

@@ -1,0 +1,76 @@
+"""The dependency direction of DESIGN.md, enforced on the source."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "tracestitch"
+CORE = {"run_tree", "schemas", "ids", "context", "tracing", "propagation", "_guard", "exporter"}
+FRAMEWORKS = {"starlette", "fastapi", "httpx", "aiohttp", "requests", "flask", "werkzeug", "uvicorn"}
+STDLIB = set(sys.stdlib_module_names)
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+
+
+def test_core_imports_only_stdlib_pydantic_and_core() -> None:
+    for name in CORE:
+        for imported in _imports(SRC / f"{name}.py"):
+            top = imported.split(".")[0]
+            # run_tree reaches langchain_core lazily, only when the caller uses LangChain.
+            if top in STDLIB or top in ("pydantic", "langchain_core"):
+                continue
+            assert top == "tracestitch", f"{name}.py imports {imported}"
+            sub = imported.split(".")[1] if "." in imported else ""
+            assert sub in CORE or sub == "", f"core module {name}.py imports {imported}"
+
+
+def test_integrations_import_one_framework_and_never_each_other() -> None:
+    for package in ("middleware", "clients"):
+        folder = SRC / package
+        if not folder.exists():
+            continue
+        for path in folder.glob("*.py"):
+            imports = _imports(path)
+            frameworks = {i.split(".")[0] for i in imports} & FRAMEWORKS
+            assert len(frameworks) <= 1 or path.stem in frameworks, (path, frameworks)
+            for imported in imports:
+                assert not imported.startswith(("tracestitch.collector", "tracestitch.cli")), path
+                other = "clients" if package == "middleware" else "middleware"
+                assert not imported.startswith(f"tracestitch.{other}"), (path, imported)
+
+
+def test_collector_does_not_import_middleware_or_clients() -> None:
+    folder = SRC / "collector"
+    for path in folder.glob("*.py") if folder.exists() else []:
+        for imported in _imports(path):
+            assert not imported.startswith(("tracestitch.middleware", "tracestitch.clients"))
+
+
+def test_import_tracestitch_imports_no_framework_or_collector() -> None:
+    code = (
+        "import sys, tracestitch, tracestitch.testing;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{sorted(FRAMEWORKS | {'opentelemetry', 'orjson_never'})!r}"
+        " or m.startswith('tracestitch.collector') or m.startswith('tracestitch.middleware'));"
+        "import threading; assert threading.active_count() == 1, threading.enumerate();"
+        "print(bad)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout

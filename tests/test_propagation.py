@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tracestitch import RunTree, propagation
+from tracestitch.propagation import extract, inject, stats
+
+PARENT = RunTree("caller", metadata={"tenant": "acme"}, tags=["beta"], project_name="shop")
+ORDER = PARENT.dotted_order
+BAGGAGE = "langsmith-metadata={}, langsmith-tags=beta,langsmith-project=shop".format(
+    quote(json.dumps({"tenant": "acme"}))
+)
+
+
+def _header_shapes() -> list[tuple[str, Any]]:
+    from aiohttp import hdrs  # noqa: F401  (aiohttp installs multidict)
+    from httpx import Headers as HttpxHeaders
+    from multidict import CIMultiDict
+    from requests.structures import CaseInsensitiveDict
+    from starlette.datastructures import Headers as StarletteHeaders
+
+    plain = {"langsmith-trace": ORDER, "baggage": BAGGAGE}
+    return [
+        ("dict", plain),
+        ("dict-titlecase", {"Langsmith-Trace": ORDER, "Baggage": BAGGAGE}),
+        ("dict-bytes", {b"langsmith-trace": ORDER.encode(), b"baggage": BAGGAGE.encode()}),
+        ("asgi", [(b"langsmith-trace", ORDER.encode()), (b"baggage", BAGGAGE.encode())]),
+        (
+            "wsgi-environ",
+            {"REQUEST_METHOD": "GET", "HTTP_LANGSMITH_TRACE": ORDER, "HTTP_BAGGAGE": BAGGAGE},
+        ),
+        ("starlette", StarletteHeaders(headers=plain)),
+        ("httpx", HttpxHeaders(plain)),
+        ("multidict", CIMultiDict({"LangSmith-Trace": ORDER, "baggage": BAGGAGE})),
+        ("requests", CaseInsensitiveDict(plain)),
+    ]
+
+
+@pytest.mark.parametrize(("shape", "headers"), _header_shapes(), ids=lambda v: str(v)[:20])
+def test_extract_reads_every_header_shape(shape: str, headers: Any) -> None:
+    remote = extract(headers)
+    assert remote is not None, shape
+    assert remote.run_id == PARENT.id
+    assert remote.trace_id == PARENT.trace_id
+    assert remote.metadata == {"tenant": "acme"}
+    assert remote.tags == ["beta"]
+    assert remote.project_name == "shop"
+    assert stats() == {}
+
+
+def test_from_headers_parent_links_children_and_is_never_exported() -> None:
+    parent = RunTree.from_headers({"langsmith-trace": ORDER, "baggage": BAGGAGE})
+    assert parent is not None
+    child = parent.create_child("server")
+    assert child.parent_run_id == PARENT.id
+    assert child.trace_id == PARENT.trace_id
+    assert child.dotted_order.startswith(ORDER + ".")
+    assert child.project_name == "shop"
+    assert child.metadata == {"tenant": "acme"}
+    assert child.tags == ["beta"]
+    seen: list[str] = []
+
+    class Recorder:
+        def submit(self, op: str, run: RunTree) -> None:
+            seen.append(run.name)
+
+        def flush(self, timeout: float | None = None) -> bool:
+            return True
+
+        def shutdown(self, timeout: float | None = None) -> bool:
+            return True
+
+    parent.exporter = Recorder()
+    parent.end()
+    parent.post()
+    parent.patch()
+    assert seen == []  # the caller exports its own run
+
+
+@pytest.mark.parametrize(
+    ("trust", "fields"),
+    [
+        (True, {"metadata", "tags", "project"}),
+        (False, set()),
+        ({"tags"}, {"tags"}),
+        ({"metadata", "project"}, {"metadata", "project"}),
+    ],
+)
+def test_trust_decides_what_baggage_may_set(trust: Any, fields: set[str]) -> None:
+    remote = extract({"langsmith-trace": ORDER, "baggage": BAGGAGE}, trust=trust)
+    assert remote is not None
+    assert (remote.metadata is not None) == ("metadata" in fields)
+    assert (remote.tags is not None) == ("tags" in fields)
+    assert (remote.project_name is not None) == ("project" in fields)
+
+
+def test_replicas_keep_project_and_safe_updates_only() -> None:
+    replicas = [
+        ["proj-a", {"metadata": {"k": 1}, "reroot": True, "api_key": "x"}],
+        {"project_name": "proj-b", "api_url": "https://evil.example", "api_key": "sk-stolen"},
+        {"api_url": "https://evil.example"},
+        "nonsense",
+    ]
+    baggage = f"langsmith-replicas={quote(json.dumps(replicas))}"
+    remote = extract({"langsmith-trace": ORDER, "baggage": baggage})
+    assert remote is not None
+    assert remote.replicas == [
+        {"project_name": "proj-a", "updates": {"metadata": {"k": 1}}},
+        {"project_name": "proj-b"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ({"langsmith-trace": "garbage"}, "dotted_order_malformed"),
+        ({"langsmith-trace": "x" * 100_000}, "langsmith-trace_too_large"),
+        ([(b"langsmith-trace", b"\xff\xfe" * 30)], "non_utf8"),
+        ([(b"langsmith-trace", ORDER.encode()), (b"langsmith-trace", b"other")], None),
+        ({"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}, "traceparent_invalid"),
+        ({"traceparent": "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, None),
+        ({"traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}, None),
+        ({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"}, None),
+    ],
+)
+def test_bad_headers_are_absent_and_counted(headers: Any, kind: str | None) -> None:
+    assert extract(headers) is None
+    counted = stats()
+    assert sum(counted.values()) >= 1
+    if kind is not None:
+        assert counted.get(kind) == 1, counted
+
+
+def test_bad_baggage_keeps_the_parent_but_drops_the_member() -> None:
+    bad = {
+        "langsmith-trace": ORDER,
+        "baggage": "langsmith-metadata=%5B1%2C2%5D,langsmith-tags=ok,langsmith-project=%00",
+    }
+    remote = extract(bad)
+    assert remote is not None and remote.run_id == PARENT.id
+    assert remote.metadata is None
+    assert remote.tags == ["ok"]
+    assert remote.project_name is None
+    assert stats() == {"metadata_not_object": 1, "project_invalid": 1}
+
+
+def test_oversized_baggage_is_ignored_in_constant_work() -> None:
+    huge = "k=" + "v" * 200_000
+    started = time.perf_counter()
+    remote = extract({"langsmith-trace": ORDER, "baggage": huge})
+    assert remote is not None and remote.metadata is None
+    assert stats() == {"baggage_too_large": 1}
+    assert time.perf_counter() - started < 1.0  # a sanity bound, not a benchmark
+
+
+def test_w3c_traceparent_parent_and_tracestate_pass_through() -> None:
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    parent = RunTree.from_headers({"traceparent": tp, "tracestate": "vendor=abc"})
+    assert parent is not None
+    child = parent.create_child("server")
+    assert child.trace_id.hex == "4bf92f3577b34da6a3ce929d0e0e4736"
+    out = child.to_headers()
+    assert out["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert out["tracestate"] == "vendor=abc"
+    # The downstream parent is the child; its parent's span id is the upstream span.
+    assert f"{child.parent_run_id.int & (2**64 - 1):016x}" == "00f067aa0ba902b7"  # type: ignore[union-attr]
+
+
+def test_langsmith_trace_wins_over_traceparent() -> None:
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    remote = extract({"langsmith-trace": ORDER, "traceparent": tp})
+    assert remote is not None and remote.run_id == PARENT.id and not remote.from_w3c
+
+
+def test_inject_keeps_foreign_baggage_and_replaces_ours() -> None:
+    run = RunTree("client", metadata={"a": 1}, tags=["t"])
+    headers = {"Baggage": "userId=42, langsmith-tags=stale, sessionId=abc;prop=1"}
+    inject(run, headers)
+    members = [m.strip() for m in headers["Baggage"].split(",")]
+    assert "userId=42" in members and "sessionId=abc;prop=1" in members
+    assert "langsmith-tags=stale" not in members
+    assert "langsmith-tags=t" in members
+    assert headers["langsmith-trace"] == run.dotted_order
+    assert headers["traceparent"] == f"00-{run.trace_id.hex}-{run.id.hex[16:]}-01"
+    assert "baggage" not in headers  # merged into the caller's own key
+
+
+def test_inject_into_header_objects() -> None:
+    import httpx
+
+    run = RunTree("client", metadata={"a": 1})
+    headers = httpx.Headers({"baggage": "foreign=1"})
+    inject(run, headers)  # type: ignore[arg-type]
+    assert headers["langsmith-trace"] == run.dotted_order
+    assert headers["baggage"].startswith("foreign=1,langsmith-metadata=")
+
+
+def test_outgoing_metadata_over_the_cap_is_left_out_and_counted() -> None:
+    run = RunTree("client", metadata={"blob": "x" * 10_000})
+    headers = run.to_headers()
+    assert "langsmith-metadata" not in headers.get("baggage", "")
+    assert stats() == {"outgoing_metadata_too_large": 1}
+
+
+# ------------------------------------------------------------------------------- fuzzing
+_names = st.sampled_from(
+    ["langsmith-trace", "Langsmith-Trace", "baggage", "BAGGAGE", "traceparent", "tracestate", "x"]
+)
+_texts = st.one_of(
+    st.text(max_size=300),
+    st.just(ORDER),
+    st.just(ORDER + "." + ORDER),
+    st.builds(lambda s: ORDER[: len(ORDER) - len(s)] + s, st.text(max_size=10)),
+    st.just(BAGGAGE),
+    st.builds(lambda s: "langsmith-metadata=" + quote(s), st.text(max_size=100)),
+    st.builds(lambda n: "x" * n, st.integers(0, 120_000)),
+    st.builds(lambda s: f"00-{s}-00f067aa0ba902b7-01", st.text("0123456789abcdef", max_size=33)),
+)
+_values = st.one_of(_texts, _texts.map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary())
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(_names, _values), max_size=6),
+    st.sampled_from(["pairs", "bytes-pairs", "dict"]),
+)
+def test_fuzz_extract_never_raises_and_results_are_consistent(
+    pairs: list[tuple[str, Any]], shape: str
+) -> None:
+    if shape == "bytes-pairs":
+        headers: Any = [(k.lower().encode(), v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass")) for k, v in pairs]
+    elif shape == "dict":
+        headers = dict(pairs)
+    else:
+        headers = pairs
+    remote = propagation.extract(headers)
+    if remote is not None:
+        # Whatever got through is well formed and linkable.
+        child = RunTree._from_remote(remote).create_child("c")
+        assert child.parent_run_id == remote.run_id
+        assert isinstance(remote.trace_id, uuid.UUID)
+        assert remote.metadata is None or isinstance(remote.metadata, dict)
+        assert len(json.dumps(remote.metadata or {}, default=str)) <= 4096 * 2
+        assert child.start_time_us >= remote.start_us
+        propagation.inject(child, {})
