@@ -1,0 +1,94 @@
+"""Versioned SQLite schema: ``PRAGMA user_version`` counts the migrations applied.
+
+Append a migration to :data:`MIGRATIONS` to change the schema; never edit one that shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate"]
+
+MIGRATIONS: list[str] = [
+    # 1: runs as received (post/patch JSON) plus indexed columns; one summary row per trace.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        trace_id TEXT,
+        parent_run_id TEXT,
+        dotted_order TEXT,
+        name TEXT,
+        run_type TEXT,
+        project TEXT,
+        service TEXT,
+        status TEXT NOT NULL,
+        start_us INTEGER,
+        end_us INTEGER,
+        total_tokens INTEGER,
+        total_cost REAL,
+        post_json TEXT,
+        patch_json TEXT,
+        received_us INTEGER NOT NULL
+    );
+    CREATE INDEX runs_trace ON runs(trace_id, dotted_order);
+    CREATE INDEX runs_parent ON runs(parent_run_id);
+    CREATE INDEX runs_service ON runs(service, trace_id);
+    CREATE TABLE traces (
+        trace_id TEXT PRIMARY KEY,
+        root_name TEXT,
+        project TEXT NOT NULL,
+        status TEXT NOT NULL,
+        start_us INTEGER,
+        end_us INTEGER,
+        duration_us INTEGER,
+        run_count INTEGER NOT NULL,
+        error_count INTEGER NOT NULL,
+        services TEXT NOT NULL,
+        total_tokens INTEGER,
+        total_cost REAL,
+        has_root INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL
+    );
+    CREATE INDEX traces_start ON traces(start_us DESC, trace_id DESC);
+    CREATE INDEX traces_project_start ON traces(project, start_us DESC);
+    CREATE INDEX traces_status_start ON traces(status, start_us DESC);
+    CREATE INDEX traces_updated ON traces(updated_us);
+    CREATE TABLE attachments (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run_id, name)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer tracestitch than this one."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to :data:`SCHEMA_VERSION`; return the version found before."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"database schema version {found} is newer than this tracestitch supports"
+                f" ({SCHEMA_VERSION}); upgrade tracestitch or use another --db path"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            # executescript would COMMIT our transaction first; run statements one by one so a
+            # failed migration rolls back entirely.
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found

@@ -1,0 +1,113 @@
+"""Running the collector: default paths, the API-key policy and the uvicorn server.
+
+Policy: on a loopback address the collector may run open (development); on any other address it
+requires an API key. When none is given, one is generated on first start, stored next to the
+database (mode 0600) and printed, and reused on later starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["default_db_path", "is_loopback", "resolve_api_key", "serve"]
+
+
+def default_db_path() -> Path:
+    """``$TRACESTITCH_DB``, else ``$XDG_DATA_HOME/tracestitch/traces.db``
+    (``~/.local/share/tracestitch/traces.db`` when XDG_DATA_HOME is unset)."""
+    if os.environ.get("TRACESTITCH_DB"):
+        return Path(os.environ["TRACESTITCH_DB"]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "tracestitch" / "traces.db"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve anywhere, so treat it as exposed
+
+
+def resolve_api_key(host: str, api_key: str | None, db_path: Path, out: TextIO) -> str | None:
+    """The key the collector will require (None = open), announcing the choice on ``out``."""
+    if api_key:
+        print("API key required (x-api-key header).", file=out)
+        return api_key
+    if is_loopback(host):
+        print(
+            f"WARNING: no API key: anyone on this machine can send and read traces ({host} is"
+            " loopback). Pass --api-key KEY to require one.",
+            file=out,
+        )
+        return None
+    key_file = db_path.parent / "api_key"
+    if key_file.exists():
+        key = key_file.read_text().strip()
+        print(f"{host} is not loopback: requiring the API key stored in {key_file}", file=out)
+        return key
+    key = secrets.token_urlsafe(32)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start (not chmod-ed after), so the key is never world-readable.
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    print(
+        f"{host} is not loopback, so an API key is required. Generated one (saved to {key_file}):"
+        f"\n\n    {key}\n\nSend it as the x-api-key header (LANGSMITH_API_KEY for LangSmith SDKs).",
+        file=out,
+    )
+    return key
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    db_path: Path | None = None,
+    api_key: str | None = None,
+    max_body_bytes: int | None = None,
+    max_runs: int | None = None,
+    max_age_days: float | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Run the collector until interrupted. Prints ``listening on URL`` once bound."""
+    import uvicorn
+
+    from .app import DEFAULT_MAX_BODY_BYTES, create_app
+    from .store import Store
+
+    stream = out or sys.stdout
+    path = db_path or default_db_path()
+    key = resolve_api_key(host, api_key, path, stream)
+    store = Store(
+        path,
+        max_runs=max_runs,
+        max_age_s=max_age_days * 86_400 if max_age_days is not None else None,
+    )
+    app = create_app(
+        store,
+        api_key=key,
+        max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        close_store=True,
+    )
+    print(f"database: {path}", file=stream)
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.servers:
+                bound = self.servers[0].sockets[0].getsockname()
+                shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+                # Printed after binding, so port 0 reports the real port (tests read this line).
+                print(f"listening on http://{shown}:{bound[1]}", file=stream, flush=True)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    _Server(config).run()

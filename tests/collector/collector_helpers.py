@@ -1,0 +1,104 @@
+"""Builders of LangSmith wire runs for the collector tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+BASE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def ts(offset_ms: float) -> datetime:
+    return BASE + timedelta(milliseconds=offset_ms)
+
+
+def segment(start: datetime, run_id: str) -> str:
+    return start.strftime("%Y%m%dT%H%M%S%fZ") + run_id
+
+
+def make_run(
+    name: str,
+    *,
+    parent: dict[str, Any] | None = None,
+    start_ms: float = 0,
+    end_ms: float | None = 10,
+    service: str | None = None,
+    run_type: str = "chain",
+    project: str = "demo",
+    run_id: str | None = None,
+    **extra_fields: Any,
+) -> dict[str, Any]:
+    """A complete post dict (as a LangSmith SDK sends it) with a consistent dotted order."""
+    rid = run_id or str(uuid.uuid4())
+    start = ts(start_ms)
+    # The dotted order's timestamp is clamped to the parent's, as the SDKs do.
+    order_start = max(start, ts(parent["_start_ms"])) if parent else start
+    run: dict[str, Any] = {
+        "id": rid,
+        "trace_id": parent["trace_id"] if parent else rid,
+        "parent_run_id": parent["id"] if parent else None,
+        "dotted_order": (parent["dotted_order"] + "." if parent else "")
+        + segment(order_start, rid),
+        "name": name,
+        "run_type": run_type,
+        "start_time": start.isoformat(),
+        "end_time": ts(end_ms).isoformat() if end_ms is not None else None,
+        "inputs": {"q": name},
+        "outputs": {"a": name.upper()} if end_ms is not None else None,
+        "session_name": project,
+        "extra": {"metadata": {"service": service}} if service else {"metadata": {}},
+        "tags": [],
+        "_start_ms": start_ms,
+    }
+    run.update(extra_fields)
+    return run
+
+
+def wire(run: dict[str, Any]) -> dict[str, Any]:
+    """The run without test-only keys."""
+    return {k: v for k, v in run.items() if not k.startswith("_")}
+
+
+def three_service_trace() -> list[dict[str, Any]]:
+    """gateway -> orders -> (db query, llm call) + an error in payments, with hostile inputs."""
+    root = make_run("GET /checkout", start_ms=0, end_ms=120, service="gateway", run_type="chain")
+    orders = make_run("POST /orders", parent=root, start_ms=10, end_ms=90, service="orders")
+    query = make_run(
+        "select order",
+        parent=orders,
+        start_ms=15,
+        end_ms=30,
+        service="orders",
+        run_type="retriever",
+    )
+    llm = make_run(
+        "summarise",
+        parent=orders,
+        start_ms=35,
+        end_ms=85,
+        service="orders",
+        run_type="llm",
+        inputs={"prompt": "<script>window.__pwned = 1</script><img src=x onerror=alert(1)>"},
+        outputs={
+            "text": "ok",
+            "usage_metadata": {
+                "input_tokens": 120,
+                "output_tokens": 30,
+                "total_tokens": 150,
+                "input_cost": 0.0012,
+                "output_cost": 0.0006,
+            },
+        },
+        events=[{"name": "new_token", "time": ts(40).isoformat(), "kwargs": {"token": "o"}}],
+    )
+    pay = make_run(
+        "POST /payments",
+        parent=root,
+        start_ms=95,
+        end_ms=115,
+        service="payments",
+        error='Traceback (most recent call last):\n  File "pay.py", line 3\n'
+        "ValueError: card declined",
+    )
+    return [root, orders, query, llm, pay]

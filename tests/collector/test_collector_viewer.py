@@ -1,0 +1,120 @@
+"""The web viewer in a real headless Chromium (Debian's ``chromium`` package)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from collector_helpers import three_service_trace, wire
+
+from conftest import ServerThread
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"{CHROMIUM} not installed (apt-get install chromium; `make test` installs it)",
+)
+
+
+@pytest.fixture
+def page(open_server: ServerThread) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 860})
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        pg.errors = errors  # type: ignore[attr-defined]
+        # Nothing but the collector may be contacted: fail loudly on any other request.
+        outside: list[str] = []
+        pg.on(
+            "request",
+            lambda req: None if req.url.startswith(open_server.url) else outside.append(req.url),
+        )
+        pg.outside = outside  # type: ignore[attr-defined]
+        yield pg
+        browser.close()
+
+
+def test_trace_list_and_trace_page(open_server: ServerThread, page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    runs = three_service_trace()
+    resp = httpx.post(open_server.url + "/runs/batch", json={"post": [wire(r) for r in runs]})
+    assert resp.status_code == 200
+    trace_id = runs[0]["id"]
+
+    page.goto(open_server.url + "/")
+    row = page.locator(f"tr[data-trace-id='{trace_id}']")
+    expect(row).to_be_visible()
+    expect(row.locator(".root-name")).to_have_text("GET /checkout")
+    expect(row.locator(".chip")).to_have_count(3)
+    row.locator("a").click()
+
+    page.wait_for_url(f"**/traces/{trace_id}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    rows = page.locator(".wf-row")
+    expect(rows).to_have_count(5)
+    assert [int(d) for d in rows.evaluate_all("rs => rs.map(r => r.dataset.depth)")] == [
+        0,
+        1,
+        2,
+        2,
+        1,
+    ]
+    names = rows.locator(".run-name").all_text_contents()
+    assert names == ["GET /checkout", "POST /orders", "select order", "summarise", "POST /payments"]
+    # Waterfall: bars placed on a shared time axis, one colour per service.
+    geometry = rows.locator(".bar").evaluate_all(
+        "bs => bs.map(b => [parseFloat(b.style.left), parseFloat(b.style.width),"
+        " b.style.background])"
+    )
+    assert geometry[0][0] == 0
+    assert geometry[0][1] == pytest.approx(100)
+    assert geometry[1][0] == pytest.approx(100 * 10 / 120, rel=1e-3)
+    assert len({g[2] for g in geometry}) == 3
+    expect(page.locator(".legend .chip")).to_have_count(3)
+    expect(page.locator(".wf-row .flag-error")).to_have_count(1)
+
+    # Open the LLM run's detail: its hostile input must stay text.
+    rows.nth(3).click()
+    detail = page.locator("#detail")
+    expect(detail.locator("h2")).to_have_text("summarise")
+    expect(detail).to_contain_text("<script>window.__pwned = 1</script>")
+    assert page.evaluate("window.__pwned") is None
+    assert detail.locator("script, img").count() == 0
+    expect(detail).to_contain_text("total tokens")
+    expect(detail).to_contain_text("150")
+    assert f"run={runs[3]['id']}" in page.url
+
+    # The shareable link selects the same run; the error shows its traceback.
+    page.goto(open_server.url + f"/traces/{trace_id}?run={runs[4]['id']}")
+    expect(page.locator("#detail .error-text")).to_contain_text("ValueError: card declined")
+    page.goto(open_server.url + f"/traces/{trace_id}?run={runs[3]['id']}")
+    expect(page.locator("#detail h2")).to_have_text("summarise")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]
