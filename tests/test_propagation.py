@@ -236,7 +236,10 @@ def test_fuzz_extract_never_raises_and_results_are_consistent(
     pairs: list[tuple[str, Any]], shape: str
 ) -> None:
     if shape == "bytes-pairs":
-        headers: Any = [(k.lower().encode(), v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass")) for k, v in pairs]
+        headers: Any = [
+            (k.lower().encode(), v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass"))
+            for k, v in pairs
+        ]
     elif shape == "dict":
         headers = dict(pairs)
     else:

@@ -202,7 +202,12 @@ def test_to_run_is_lossless() -> None:
         extra={"invocation_params": {"temperature": 0}},
     )
     run.add_event({"name": "new_token", "time": run.start_time + timedelta(milliseconds=5)})
-    run.end(outputs={"text": "yo", "usage_metadata": {"input_tokens": 3, "output_tokens": 4, "input_cost": 0.001}})
+    run.end(
+        outputs={
+            "text": "yo",
+            "usage_metadata": {"input_tokens": 3, "output_tokens": 4, "input_cost": 0.001},
+        }
+    )
     model = run.to_run()
     assert isinstance(model, Run)
     assert model.id == run.id and model.trace_id == run.trace_id
@@ -274,7 +279,11 @@ def test_run_collector_three_levels_with_example_id() -> None:
 
 def test_constructor_accepts_wire_aliases() -> None:
     run = RunTree(
-        "r", session_name="s", extra={"metadata": {"a": 1}}, client=ListExporter(), outputs="x"  # type: ignore[arg-type]
+        "r",
+        session_name="s",
+        extra={"metadata": {"a": 1}},
+        client=ListExporter(),
+        outputs="x",  # type: ignore[arg-type]
     )
     assert run.project_name == run.session_name == "s"
     assert run.metadata == {"a": 1} and "metadata" not in run.extra
@@ -285,4 +294,3 @@ def test_constructor_accepts_wire_aliases() -> None:
 def test_attachments_must_be_bytes_or_text() -> None:
     with pytest.raises(TypeError, match="attachment 'bad'"):
         RunTree("r", attachments={"bad": ("x/y", 42)})
-

@@ -182,12 +182,14 @@ def test_process_wide_default_disabled() -> None:
 
 def test_tracing_context_metadata_tags_project_and_parent() -> None:
     caller = RunTree("caller", project_name="upstream")
-    with capture_runs() as runs:
-        with tracing_context(project_name="mine", metadata={"a": 1}, tags=["t1"]):
-            with tracing_context(metadata={"b": 2}, tags=["t2"]):
-                add(1)
-            with tracing_context(parent=caller.to_headers()):
-                add(2)
+    with (
+        capture_runs() as runs,
+        tracing_context(project_name="mine", metadata={"a": 1}, tags=["t1"]),
+    ):
+        with tracing_context(metadata={"b": 2}, tags=["t2"]):
+            add(1)
+        with tracing_context(parent=caller.to_headers()):
+            add(2)
     root_run, child_run = runs.traced_runs
     assert (root_run.metadata, root_run.tags, root_run.session_name) == (
         {"a": 1, "b": 2},

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from tracestitch._guard import guard
+from tracestitch._guard import guard, report
 
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
@@ -118,11 +118,17 @@ def remove_listener(callback: Callable[[RunTree], None]) -> None:
 
 def dispatch(op: Op, run: RunTree, exporter: Exporter | None = None) -> None:
     """Hand ``run`` to ``exporter`` (default: the process-wide one) and to the listeners."""
+    # try/except rather than guard(): this runs twice per traced call, and a context manager
+    # costs more than the submit itself.
     target = exporter if exporter is not None else get_exporter()
-    with guard("exporter.submit"):
+    try:
         target.submit(op, run)
+    except Exception as exc:
+        report("exporter.submit", exc)
     listeners = _listeners
     if listeners and run.end_time_us is not None:
         for callback in listeners:
-            with guard("exporter.listener"):
+            try:
                 callback(run)
+            except Exception as exc:
+                report("exporter.listener", exc)

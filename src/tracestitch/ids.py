@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 __all__ = [
     "MAX_DOTTED_ORDER_DEPTH",
@@ -173,21 +173,22 @@ class DottedOrderError(ValueError):
     """A dotted order that is not well formed."""
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 def _parse_timestamp(ts: str) -> int:
+    # The regex has checked every digit's range; date() rejects what is left (31 February).
     try:
-        d = datetime(
-            int(ts[0:4]),
-            int(ts[4:6]),
-            int(ts[6:8]),
-            int(ts[9:11]),
-            int(ts[11:13]),
-            int(ts[13:15]),
-            int(ts[15:21]),
-            tzinfo=_UTC,
-        )
-    except ValueError as exc:  # e.g. 20230231: shape right, date impossible
+        days = date(int(ts[0:4]), int(ts[4:6]), int(ts[6:8])).toordinal() - _EPOCH_ORDINAL
+    except ValueError as exc:
         raise DottedOrderError(f"impossible date in dotted order: {ts!r}") from exc
-    return to_micros(d)
+    seconds = days * 86_400 + int(ts[9:11]) * 3600 + int(ts[11:13]) * 60 + int(ts[13:15])
+    return seconds * 1_000_000 + int(ts[15:21])
+
+
+def _uuid_from_hyphenated(text: str) -> uuid.UUID:
+    # Only for text the dotted-order regex has validated: skips UUID()'s own re-parsing.
+    return _uuid_from_int(int(text.replace("-", ""), 16))
 
 
 def parse_dotted_order(
@@ -216,9 +217,11 @@ def parse_dotted_order(
             raise DottedOrderError("malformed dotted-order segment")
     last = segments[-1]
     start = _parse_timestamp(last)
-    run_id = uuid.UUID(last[TIMESTAMP_LENGTH:])
-    trace_id = run_id if depth == 1 else uuid.UUID(segments[0][TIMESTAMP_LENGTH:])
-    parent = uuid.UUID(segments[-2][TIMESTAMP_LENGTH:]) if depth > 1 else None
+    run_id = _uuid_from_hyphenated(last[TIMESTAMP_LENGTH:])
+    if depth == 1:
+        return segments, start, run_id, run_id, None
+    trace_id = _uuid_from_hyphenated(segments[0][TIMESTAMP_LENGTH:])
+    parent = _uuid_from_hyphenated(segments[-2][TIMESTAMP_LENGTH:])
     return segments, start, trace_id, run_id, parent
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+import orjson
+
 from tracestitch import ids
-from tracestitch._guard import guard
+from tracestitch._guard import report
 
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
@@ -89,7 +91,12 @@ _stats_lock = threading.Lock()
 _logged: set[str] = set()
 
 
+_rejections = 0  # total, read by the baggage cache to keep only clean parses
+
+
 def _reject(kind: str) -> None:
+    global _rejections
+    _rejections += 1
     with _stats_lock:
         _stats[kind] += 1
         first = kind not in _logged
@@ -168,6 +175,14 @@ def _collect(headers: Any) -> dict[str, list[Any]]:
                     continue
                 if values:
                     found[wanted] = list(values)
+            return found
+    if type(headers) is dict:
+        # The common case (httpx/requests users, tests): exact lower-case keys, no scan.
+        for wanted in _WANTED:
+            value = headers.get(wanted)
+            if value is not None:
+                found[wanted] = [value]
+        if found:
             return found
     items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
     for pair in items:
@@ -346,10 +361,11 @@ def extract(
     ``trust`` says what ``baggage`` may set here: ``True`` (all), ``False`` (nothing: ids only),
     or a subset of ``{"metadata", "tags", "project", "replicas"}``.
     """
-    result: RemoteParent | None = None
-    with guard("propagation.extract"):
-        result = _extract(headers, trust, limits)
-    return result
+    try:
+        return _extract(headers, trust, limits)
+    except Exception as exc:  # a bug here must never fail the request
+        report("propagation.extract", exc)
+        return None
 
 
 def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> RemoteParent | None:
@@ -374,8 +390,8 @@ def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> Rem
     state = _single(found, TRACESTATE, limits.max_tracestate_bytes)
     if state and state.isprintable():
         parent.tracestate = state
-    if trust is not False:
-        _apply_baggage(parent, _baggage_members(found, limits), trust, limits)
+    if trust is not False and BAGGAGE in found:
+        _apply_baggage(parent, found, trust, limits)
     return parent
 
 
@@ -396,23 +412,63 @@ def _from_traceparent(found: dict[str, list[Any]]) -> RemoteParent | None:
     return RemoteParent(order, trace_id, span_id, trace_id, now, from_w3c=True)
 
 
+_BaggageFields = tuple[
+    "dict[str, Any] | None", "list[str] | None", "str | None", "list[dict[str, Any]] | None"
+]
+#: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
+#: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
+#: cached (every bad header is still counted); cleared when full, so it stays bounded.
+_baggage_cache: dict[tuple[str, Any, Limits], _BaggageFields] = {}
+_BAGGAGE_CACHE_SIZE = 256
+
+
 def _apply_baggage(
     parent: RemoteParent,
-    members: list[tuple[str, str]],
+    found: dict[str, list[Any]],
     trust: bool | Collection[str],
     limits: Limits,
 ) -> None:
-    for key, value in members:
-        if key not in _OURS:
+    values = found[BAGGAGE]
+    key = None
+    if len(values) == 1 and isinstance(values[0], str):
+        trust_key = trust if isinstance(trust, bool) else frozenset(trust)
+        key = (values[0], trust_key, limits)
+        cached = _baggage_cache.get(key)
+        if cached is not None:
+            metadata, tags, parent.project_name, parent.replicas = cached
+            # Copies: whoever holds the RemoteParent may change them; the cache must not.
+            parent.metadata = None if metadata is None else dict(metadata)
+            parent.tags = None if tags is None else list(tags)
+            return
+    before = _rejections
+    metadata = tags = project = replicas = None
+    for name, value in _baggage_members(found, limits):
+        if name not in _OURS:
             continue
-        if key == _META and _trusts(trust, "metadata"):
-            parent.metadata = _parse_metadata(value, limits)
-        elif key == _TAGS and _trusts(trust, "tags"):
-            parent.tags = _parse_tags(value, limits)
-        elif key == _PROJECT and _trusts(trust, "project"):
-            parent.project_name = _parse_project(value, limits)
-        elif key == _REPLICAS and _trusts(trust, "replicas"):
-            parent.replicas = _parse_replicas(value, limits)
+        if name == _META and _trusts(trust, "metadata"):
+            metadata = _parse_metadata(value, limits)
+        elif name == _TAGS and _trusts(trust, "tags"):
+            tags = _parse_tags(value, limits)
+        elif name == _PROJECT and _trusts(trust, "project"):
+            project = _parse_project(value, limits)
+        elif name == _REPLICAS and _trusts(trust, "replicas"):
+            replicas = _parse_replicas(value, limits)
+    parent.metadata, parent.tags, parent.project_name, parent.replicas = (
+        metadata,
+        tags,
+        project,
+        replicas,
+    )
+    if key is not None and _rejections == before:
+        fields: _BaggageFields = (
+            None if metadata is None else dict(metadata),
+            None if tags is None else list(tags),
+            project,
+            replicas,
+        )
+        if len(_baggage_cache) >= _BAGGAGE_CACHE_SIZE:
+            _baggage_cache.clear()
+        _baggage_cache[key] = fields
 
 
 def extract_parent(
@@ -431,11 +487,25 @@ def extract_parent(
     return RunTree._from_remote(remote, **inherit)
 
 
+_quote_cache: dict[bytes | str, str] = {}
+
+
+def _quoted(raw: bytes | str) -> str:
+    # Metadata, tags and project repeat from run to run; percent-encoding is the slow part.
+    encoded = _quote_cache.get(raw)
+    if encoded is None:
+        encoded = quote(raw)
+        if len(_quote_cache) >= _BAGGAGE_CACHE_SIZE:
+            _quote_cache.clear()
+        _quote_cache[raw] = encoded
+    return encoded
+
+
 def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
     members: list[str] = []
     if run.metadata:
         try:
-            encoded = quote(json.dumps(run.metadata, separators=(",", ":"), default=str))
+            encoded = _quoted(orjson.dumps(run.metadata, default=str))
         except (TypeError, ValueError):
             encoded = ""
         if encoded and len(encoded) <= limits.max_metadata_bytes:
@@ -443,9 +513,9 @@ def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
         elif encoded:
             _reject("outgoing_metadata_too_large")
     if run.tags:
-        members.append(f"{_TAGS}={quote(','.join(run.tags))}")
+        members.append(f"{_TAGS}={_quoted(','.join(run.tags))}")
     if run.project_name:
-        members.append(f"{_PROJECT}={quote(run.project_name)}")
+        members.append(f"{_PROJECT}={_quoted(run.project_name)}")
     if run.replicas:
         safe = [
             {

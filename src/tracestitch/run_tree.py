@@ -36,6 +36,9 @@ TimeLike = datetime | float | int | str
 MAX_ERROR_CHARS = 16_384
 
 
+_new = object.__new__
+
+
 def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
@@ -290,15 +293,43 @@ class RunTree:
     def _from_remote(cls, remote: RemoteParent, **inherit: Any) -> RunTree:
         """A stand-in for a caller's run in another process: children attach to it; it is never
         exported itself (the caller exports the real one)."""
-        inherit.setdefault("name", "parent")
-        run = cls(
-            id=remote.run_id,
-            dotted_order=remote.dotted_order,
-            trace_id=remote.trace_id,
-            parent_run_id=remote.parent_run_id,
-            start_time=None,
-            **inherit,
-        )
+        if inherit:
+            inherit.setdefault("name", "parent")
+            run = cls(
+                id=remote.run_id,
+                dotted_order=remote.dotted_order,
+                trace_id=remote.trace_id,
+                parent_run_id=remote.parent_run_id,
+                **inherit,
+            )
+        else:  # every request with a trace header comes here: skip the keyword constructor
+            run = _new(cls)
+            run.id = remote.run_id
+            run.name = "parent"
+            run.run_type = "chain"
+            run.dotted_order = remote.dotted_order
+            run.trace_id = remote.trace_id
+            run.parent_run_id = remote.parent_run_id
+            run.parent_run = None
+            run.project_name = default_project()
+            run.metadata = {}
+            run.tags = []
+            run.extra = {}
+            run.inputs = {}
+            run.outputs = None
+            run.error = None
+            run.events = []
+            run.end_time_us = None
+            run.reference_example_id = None
+            run.serialized = None
+            run.tracing_enabled = True
+            run.on_end = None
+            run.execution_order = run.child_execution_order = 1
+            run.attachments = {}
+            run.replicas = None
+            run.invocation_params = None
+            run.exporter = None
+            run._children = None
         run.start_time_us = remote.start_us
         now = ids.now_micros()
         # The caller's clock runs ahead of ours: shift our subtree by the difference, so the
@@ -306,7 +337,7 @@ class RunTree:
         run._skew_us = remote.start_us - now if remote.start_us > now else 0
         run._remote = True
         if remote.metadata:
-            run.metadata = {**remote.metadata, **run.metadata}
+            run.metadata = {**remote.metadata, **run.metadata} if run.metadata else remote.metadata
         if remote.tags:
             run.tags = [*remote.tags, *(t for t in run.tags if t not in remote.tags)]
         if remote.project_name and "project_name" not in inherit:
@@ -335,17 +366,77 @@ class RunTree:
         """A new run under this one: same trace, project and exporter; metadata and tags
         inherited; start time never earlier than this run's."""
         self.child_execution_order += 1
-        child = RunTree(
-            name,
-            run_type,
-            parent_run=self,
-            inputs=inputs,
-            metadata=metadata,
-            tags=tags,
-            execution_order=self.child_execution_order,
-            **kwargs,
-        )
+        if kwargs:
+            child = RunTree(
+                name,
+                run_type,
+                parent_run=self,
+                inputs=inputs,
+                metadata=metadata,
+                tags=tags,
+                execution_order=self.child_execution_order,
+                **kwargs,
+            )
+        else:
+            child = self._new_child(name, run_type, inputs, metadata, tags)
         self._adopt(child)
+        return child
+
+    def _new_child(
+        self,
+        name: str,
+        run_type: str,
+        inputs: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        tags: Sequence[str] | None,
+    ) -> RunTree:
+        # The constructor's parent branch, without its ~30 keyword arguments: this is the path
+        # of every @traceable call and every server and client run.
+        child = _new(RunTree)
+        run_id = ids.uuid7()
+        start = ids.now_micros() + self._skew_us
+        if start < self.start_time_us:
+            start = self.start_time_us
+        child.id = run_id
+        child.name = name
+        child.run_type = run_type
+        child.parent_run = self
+        child.parent_run_id = self.id
+        child.trace_id = self.trace_id
+        child.start_time_us = start
+        child.end_time_us = None
+        child.dotted_order = f"{self.dotted_order}.{ids.format_segment(start, run_id)}"
+        child.project_name = self.project_name
+        parent_meta = self.metadata
+        if metadata:
+            child.metadata = {**parent_meta, **metadata} if parent_meta else dict(metadata)
+        else:
+            child.metadata = dict(parent_meta) if parent_meta else {}
+        parent_tags = self.tags
+        if tags:
+            child.tags = [*parent_tags, *(t for t in tags if t not in parent_tags)]
+        else:
+            child.tags = list(parent_tags) if parent_tags else []
+        child.inputs = _as_dict(inputs, "input")
+        child.extra = {}
+        child.outputs = None
+        child.error = None
+        child.events = []
+        child.reference_example_id = None
+        child.serialized = None
+        child.tracing_enabled = self.tracing_enabled
+        child.on_end = None
+        child.execution_order = self.child_execution_order
+        child.child_execution_order = self.child_execution_order
+        child.attachments = {}
+        child.replicas = self.replicas
+        child.distributed_parent_id = None
+        child.invocation_params = None
+        child.exporter = self.exporter
+        child._children = None
+        child._remote = False
+        child._skew_us = self._skew_us
+        child._tracestate = self._tracestate
         return child
 
     # ------------------------------------------------------------------ time

@@ -1,0 +1,100 @@
+"""Shared result type and table printing for the benchmarks."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import date
+
+
+@dataclass
+class Result:
+    bench: str
+    case: str
+    figures: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+def machine() -> str:
+    import os
+
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {platform.machine()}, {date.today().isoformat()}"
+    )
+
+
+def _fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def print_table(results: list[Result]) -> None:
+    if not results:
+        print("(no results)")
+        return
+    fig_keys: list[str] = []
+    ratio_keys: list[str] = []
+    for r in results:
+        fig_keys += [k for k in r.figures if k not in fig_keys]
+        ratio_keys += [k for k in r.ratios if k not in ratio_keys]
+    header = ["bench", "case", *fig_keys, *(f"{k} (x)" for k in ratio_keys)]
+    rows = [
+        [
+            r.bench,
+            r.case,
+            *(_fmt(r.figures[k]) if k in r.figures else "" for k in fig_keys),
+            *(f"{r.ratios[k]:.3f}" if k in r.ratios else "" for k in ratio_keys),
+        ]
+        for r in results
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+_sink_url: str | None = None
+
+
+def ok_sink_url() -> str:
+    """A loopback HTTP server answering 200 ``{}`` to everything (a stand-in ingest endpoint
+    whose cost is the same for every peer)."""
+    global _sink_url
+    if _sink_url is None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _ok(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                body = (
+                    b'{"batch_ingest_config": {"use_multipart_endpoint": true, "size_limit": 100,'
+                    b' "size_limit_bytes": 20971520, "scale_up_qsize_trigger": 1000,'
+                    b' "scale_up_nthreads_limit": 16, "scale_down_nempty_trigger": 4}}'
+                )
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = _ok
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _sink_url = f"http://127.0.0.1:{server.server_port}"
+    return _sink_url
