@@ -240,6 +240,24 @@ def traceable(
     return decorate if func is None else decorate(func)
 
 
+class _Yielded:
+    """What a traced generator has yielded so far: the first items and the count."""
+
+    __slots__ = ("count", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.count = 0
+
+    def add(self, value: Any) -> None:
+        self.count += 1
+        if len(self.items) < MAX_GENERATOR_ITEMS:
+            self.items.append(value)
+
+    def outputs(self, **extra: Any) -> dict[str, Any]:
+        return {"output": self.items, "count": self.count, **extra}
+
+
 def _wrap_generator(
     fn: Callable[..., Generator[Any, Any, Any]],
     start: Callable[[tuple[Any, ...], dict[str, Any]], RunTree | None],
@@ -251,8 +269,7 @@ def _wrap_generator(
         gen = fn(*args, **kwargs)
         if run is None:
             return (yield from gen)
-        items: list[Any] = []
-        count = 0
+        yielded = _Yielded()
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
@@ -264,21 +281,19 @@ def _wrap_generator(
                 else:
                     value = gen.send(to_send)
             except StopIteration as stop:
-                finish(run, {"output": items, "count": count, "return": stop.value})
+                finish(run, yielded.outputs(**{"return": stop.value}))
                 return stop.value
             except BaseException as exc:
                 _end_run(run, error=exc)
                 raise
             finally:
                 _current_run.reset(token)
-            count += 1
-            if len(items) < MAX_GENERATOR_ITEMS:
-                items.append(value)
+            yielded.add(value)
             try:
                 to_send = yield value
             except GeneratorExit:
                 gen.close()
-                finish(run, {"output": items, "count": count, "closed_early": True})
+                finish(run, yielded.outputs(closed_early=True))
                 raise
             except BaseException as exc:
                 to_throw = exc
@@ -299,8 +314,7 @@ def _wrap_async_generator(
             async for item in agen:
                 yield item
             return
-        items: list[Any] = []
-        count = 0
+        yielded = _Yielded()
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
@@ -312,21 +326,19 @@ def _wrap_async_generator(
                 else:
                     value = await agen.asend(to_send)
             except StopAsyncIteration:
-                finish(run, {"output": items, "count": count})
+                finish(run, yielded.outputs())
                 return
             except BaseException as exc:
                 _end_run(run, error=exc)
                 raise
             finally:
                 _current_run.reset(token)
-            count += 1
-            if len(items) < MAX_GENERATOR_ITEMS:
-                items.append(value)
+            yielded.add(value)
             try:
                 to_send = yield value
             except GeneratorExit:
                 await agen.aclose()
-                finish(run, {"output": items, "count": count, "closed_early": True})
+                finish(run, yielded.outputs(closed_early=True))
                 raise
             except BaseException as exc:
                 to_throw = exc
