@@ -70,3 +70,25 @@ def test_our_uuid7_ids_are_accepted_by_langsmith() -> None:
     run = RunTree("r")
     theirs = langsmith.RunTree(name="x", id=run.id, dotted_order=run.dotted_order, trace_id=run.id)
     assert theirs.id == run.id
+
+
+def test_from_runnable_config_joins_the_langchain_run_that_calls_it() -> None:
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    handler = RunCollectorCallbackHandler()
+    made: list[RunTree] = []
+
+    def step(x: int, config: RunnableConfig) -> int:
+        run = RunTree.from_runnable_config(config, name="ours", run_type="tool")
+        assert run is not None
+        made.append(run)
+        return x
+
+    RunnableLambda(step).invoke(1, config={"callbacks": [handler], "tags": ["lc"]})
+    (lc_run,) = handler.traced_runs
+    (ours,) = made
+    assert ours.parent_run_id == lc_run.id
+    assert ours.trace_id == lc_run.trace_id
+    assert ours.dotted_order.startswith(lc_run.dotted_order + ".")
+    assert ours.name == "ours" and "lc" in ours.tags
