@@ -297,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tracestitch`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:
+        # argparse's REMAINDER does not capture options (`demo --keep`): hand them over whole.
+        args = argparse.Namespace(func=_cmd_demo, demo_args=arguments[1:])
+    else:
+        args = build_parser().parse_args(arguments)
     try:
         return int(args.func(args))
     except CLIError as exc:

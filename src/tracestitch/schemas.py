@@ -181,7 +181,8 @@ class Usage(BaseModel):
     output_cost_details: dict[str, Decimal] | None = None
     first_token_time: datetime | None = None
 
-    def as_run_fields(self) -> dict[str, Any]:
+    def as_run_fields(self, *, include_none: bool = False) -> dict[str, Any]:
+        """The figures under LangSmith ``Run`` field names; ``include_none`` keeps absent ones."""
         fields = {
             "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
@@ -195,11 +196,23 @@ class Usage(BaseModel):
             "completion_cost_details": self.output_cost_details,
             "first_token_time": self.first_token_time,
         }
+        if include_none:
+            return fields
         return {k: v for k, v in fields.items() if v is not None}
 
 
+#: No single run reports a trillion tokens; a larger count is garbage, and capping it keeps the
+#: collector's per-trace sums inside SQLite's 64-bit integers.
+MAX_TOKEN_COUNT = 2**40
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    # A JSON encoder may write a count as 3.0: keep it; 2.5 tokens (or NaN, or -1) is garbage.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -215,7 +228,7 @@ def _decimal(value: Any) -> Decimal | None:
 def _int_map(value: Any) -> dict[str, int] | None:
     if not isinstance(value, dict):
         return None
-    return {str(k): v for k, v in value.items() if _int(v) is not None} or None
+    return {str(k): n for k, v in value.items() if (n := _int(v)) is not None} or None
 
 
 def _decimal_map(value: Any) -> dict[str, Decimal] | None:
@@ -241,14 +254,19 @@ def usage_from_wire(wire: dict[str, Any]) -> Usage:
         result.input_tokens = _int(usage.get("input_tokens"))
         result.output_tokens = _int(usage.get("output_tokens"))
         result.total_tokens = _int(usage.get("total_tokens"))
-        if result.total_tokens is None and (result.input_tokens or result.output_tokens):
+        # "is not None", not truthiness: 0 in + 0 out is a total of 0, not an unknown total.
+        if result.total_tokens is None and (
+            result.input_tokens is not None or result.output_tokens is not None
+        ):
             result.total_tokens = (result.input_tokens or 0) + (result.output_tokens or 0)
         result.input_token_details = _int_map(usage.get("input_token_details"))
         result.output_token_details = _int_map(usage.get("output_token_details"))
         result.input_cost = _decimal(usage.get("input_cost"))
         result.output_cost = _decimal(usage.get("output_cost"))
         result.total_cost = _decimal(usage.get("total_cost"))
-        if result.total_cost is None and (result.input_cost or result.output_cost):
+        if result.total_cost is None and (
+            result.input_cost is not None or result.output_cost is not None
+        ):
             result.total_cost = (result.input_cost or Decimal(0)) + (
                 result.output_cost or Decimal(0)
             )

@@ -35,29 +35,20 @@ def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
     """(page SQL expecting LIMIT/OFFSET params last, count SQL, shared params)."""
     where: list[str] = []
     params: list[object] = []
-    if flt.project is not None:
-        where.append("t.project = ?")
-        params.append(flt.project)
-    if flt.service is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM runs r WHERE r.service = ? AND r.trace_id = t.trace_id)"
-        )
-        params.append(flt.service)
-    if flt.name is not None:
-        where.append("t.root_name LIKE ? ESCAPE '\\'")
-        params.append(like_pattern(flt.name))
-    if flt.status is not None:
-        where.append("t.status = ?")
-        params.append(flt.status)
-    if flt.start_gte_us is not None:
-        where.append("t.start_us >= ?")
-        params.append(flt.start_gte_us)
-    if flt.start_lte_us is not None:
-        where.append("t.start_us <= ?")
-        params.append(flt.start_lte_us)
-    if flt.min_duration_us is not None:
-        where.append("t.duration_us >= ?")
-        params.append(flt.min_duration_us)
+    name = like_pattern(flt.name) if flt.name is not None else None
+    service = "EXISTS (SELECT 1 FROM runs r WHERE r.service = ? AND r.trace_id = t.trace_id)"
+    for value, condition in (
+        (flt.project, "t.project = ?"),
+        (flt.service, service),
+        (name, "t.root_name LIKE ? ESCAPE '\\'"),
+        (flt.status, "t.status = ?"),
+        (flt.start_gte_us, "t.start_us >= ?"),
+        (flt.start_lte_us, "t.start_us <= ?"),
+        (flt.min_duration_us, "t.duration_us >= ?"),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
     if flt.text:
         # A linear scan of the trace's run JSON: fine for a local collector's data volumes.
         pattern = like_pattern(flt.text)

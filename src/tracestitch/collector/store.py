@@ -5,6 +5,9 @@ they arrive in does not matter and a repeat is a no-op), next to indexed columns
 the merged run. The ``traces`` table holds one summary row per trace, recomputed inside the same
 transaction as the runs it summarises, so the trace list is one indexed query.
 
+This module holds the connections, transactions and retention; the SQL of the write path is in
+:mod:`.writes` and the queries in :mod:`.reads`.
+
 Thread-safety: one writer connection behind a lock (SQLite allows one writer anyway), one reader
 connection per thread; WAL mode lets readers run while a write commits.
 """
@@ -20,62 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from .ingest import RunOp, parse_time_us
+from . import reads
+from .ingest import RunOp
 from .migrations import migrate
 from .multipart import Attachment
-from .query import TraceFilter, build_trace_query
-from .usage import extract_usage
+from .query import TraceFilter
+from .runs import merge_run, run_service
+from .writes import summarise_trace, write_op
 
 __all__ = ["Store", "merge_run", "run_service"]
-
-
-def _overlay(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    # None means "not sent" on the wire (the SDK serialises unset fields as null), so it never
-    # erases a value; `extra` is merged one level deep so a patch's metadata adds to the post's.
-    out = dict(base)
-    for key, value in update.items():
-        if value is None:
-            continue
-        old = out.get(key)
-        if key == "extra" and isinstance(old, dict) and isinstance(value, dict):
-            merged = {**old, **value}
-            if isinstance(old.get("metadata"), dict) and isinstance(value.get("metadata"), dict):
-                merged["metadata"] = {**old["metadata"], **value["metadata"]}
-            out[key] = merged
-        else:
-            out[key] = value
-    return out
-
-
-def merge_run(post: dict[str, Any] | None, patch: dict[str, Any] | None) -> dict[str, Any]:
-    """The run as the union of its post and patch, the patch's fields winning."""
-    return _overlay(post or {}, patch or {})
-
-
-def run_service(run: dict[str, Any]) -> str | None:
-    """The service a run belongs to: ``extra.metadata.service``, else its project name."""
-    extra = run.get("extra")
-    metadata = extra.get("metadata") if isinstance(extra, dict) else None
-    service = metadata.get("service") if isinstance(metadata, dict) else None
-    if isinstance(service, str):
-        return service
-    project = run.get("session_name")
-    return project if isinstance(project, str) else None
-
-
-def _time_us(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_time_us(value)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
 
 
 class Store:
@@ -164,7 +120,7 @@ class Store:
         touched: set[str] = set()
         with self._transaction() as conn:
             for op in ops:
-                trace_id = self._apply(conn, op, now_us)
+                trace_id = write_op(conn, op, now_us)
                 if trace_id:
                     touched.add(trace_id)
             for att in attachments:
@@ -174,107 +130,10 @@ class Store:
                     (att.run_id, att.name, att.content_type, att.data),
                 )
             for trace_id in touched:
-                self._summarise(conn, trace_id, now_us)
+                summarise_trace(conn, trace_id, now_us)
         if time.monotonic() - self._last_retention > self._retention_interval_s:
             self.apply_retention()
         return len(ops)
-
-    def _apply(self, conn: sqlite3.Connection, op: RunOp, now_us: int) -> str | None:
-        row = conn.execute("SELECT post_json, patch_json FROM runs WHERE id = ?", (op.run_id,))
-        found = row.fetchone()
-        post = orjson.loads(found["post_json"]) if found and found["post_json"] else None
-        patch = orjson.loads(found["patch_json"]) if found and found["patch_json"] else None
-        if op.kind == "post":
-            post = _overlay(post or {}, op.data)
-        else:
-            patch = _overlay(patch or {}, op.data)
-        run = merge_run(post, patch)
-        usage = extract_usage(run)
-        start_us = _time_us(run.get("start_time"))
-        end_us = _time_us(run.get("end_time"))
-        status = "error" if run.get("error") else ("success" if end_us is not None else "pending")
-        values = (
-            op.run_id,
-            run.get("trace_id"),
-            run.get("parent_run_id"),
-            run.get("dotted_order"),
-            run.get("name"),
-            run.get("run_type"),
-            run.get("session_name") or "default",
-            run_service(run),
-            status,
-            start_us,
-            end_us,
-            usage["total_tokens"],
-            usage["total_cost"],
-            _dumps(post) if post is not None else None,
-            _dumps(patch) if patch is not None else None,
-            now_us,
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO runs(id, trace_id, parent_run_id, dotted_order, name, run_type,"
-            " project, service, status, start_us, end_us, total_tokens, total_cost, post_json,"
-            " patch_json, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
-        )
-        trace_id = run.get("trace_id")
-        return trace_id if isinstance(trace_id, str) else None
-
-    def _summarise(self, conn: sqlite3.Connection, trace_id: str, now_us: int) -> None:
-        agg = conn.execute(
-            "SELECT COUNT(*) AS n, MIN(start_us) AS start_us, MAX(COALESCE(end_us, start_us))"
-            " AS end_us, SUM(status = 'error') AS errors, SUM(status = 'pending') AS pending,"
-            " SUM(total_tokens) AS tokens, SUM(total_cost) AS cost FROM runs WHERE trace_id = ?",
-            (trace_id,),
-        ).fetchone()
-        services = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT service FROM runs WHERE trace_id = ? AND service IS NOT NULL"
-                " ORDER BY service",
-                (trace_id,),
-            )
-        ]
-        root = conn.execute(
-            "SELECT name, status, start_us, end_us, project FROM runs WHERE id = ?", (trace_id,)
-        ).fetchone()
-        if root is not None and root["start_us"] is not None:
-            start_us, status = root["start_us"], root["status"]
-            end_us = root["end_us"]
-            name, project = root["name"], root["project"]
-        else:
-            # The root has not arrived (yet): summarise from what has.
-            start_us, end_us = agg["start_us"], agg["end_us"] if not agg["pending"] else None
-            status = "error" if agg["errors"] else ("pending" if agg["pending"] else "success")
-            name = project = None
-            first = conn.execute(
-                "SELECT name, project FROM runs WHERE trace_id = ? ORDER BY start_us LIMIT 1",
-                (trace_id,),
-            ).fetchone()
-            if first is not None:
-                name, project = first["name"], first["project"]
-        duration = end_us - start_us if end_us is not None and start_us is not None else None
-        conn.execute(
-            "INSERT OR REPLACE INTO traces(trace_id, root_name, project, status, start_us, end_us,"
-            " duration_us, run_count, error_count, services, total_tokens, total_cost,"
-            " has_root, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                trace_id,
-                name,
-                project or "default",
-                status,
-                start_us,
-                end_us,
-                duration,
-                agg["n"],
-                agg["errors"] or 0,
-                _dumps(services),
-                agg["tokens"],
-                agg["cost"],
-                int(root is not None),
-                now_us,
-            ),
-        )
 
     def apply_retention(self, now: float | None = None) -> int:
         """Delete traces beyond ``max_age_s`` and the oldest traces beyond ``max_runs``.
@@ -322,123 +181,32 @@ class Store:
                 conn.execute("DELETE FROM traces WHERE trace_id = ?", (trace_id,))
         return deleted
 
-    # -- reads ---------------------------------------------------------------------------------
+    # -- reads (the queries live in reads.py) ----------------------------------------------------
 
     def list_traces(self, flt: TraceFilter) -> dict[str, Any]:
         """One page of trace summaries, newest first, plus the total matching count."""
-        sql, count_sql, params = build_trace_query(flt)
-        conn = self._reader()
-        rows = conn.execute(sql, [*params, flt.limit, flt.offset]).fetchall()
-        total = conn.execute(count_sql, params).fetchone()[0]
-        items = [self._trace_summary(row) for row in rows]
-        next_offset = flt.offset + len(items) if flt.offset + len(items) < total else None
-        return {"traces": items, "total": total, "offset": flt.offset, "next_offset": next_offset}
-
-    @staticmethod
-    def _trace_summary(row: sqlite3.Row) -> dict[str, Any]:
-        return {
-            "trace_id": row["trace_id"],
-            "name": row["root_name"],
-            "project": row["project"],
-            "status": row["status"],
-            "start_us": row["start_us"],
-            "end_us": row["end_us"],
-            "duration_ms": row["duration_us"] / 1000 if row["duration_us"] is not None else None,
-            "run_count": row["run_count"],
-            "error_count": row["error_count"],
-            "services": orjson.loads(row["services"]),
-            "total_tokens": row["total_tokens"],
-            "total_cost": row["total_cost"],
-            "has_root": bool(row["has_root"]),
-        }
+        return reads.list_traces(self._reader(), flt)
 
     def trace_summary(self, trace_id: str) -> dict[str, Any] | None:
         """The summary row of one trace, or None."""
-        row = self._reader().execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,))
-        found = row.fetchone()
-        return self._trace_summary(found) if found else None
-
-    def _runs_from_rows(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
-        runs = []
-        for row in rows:
-            post = orjson.loads(row["post_json"]) if row["post_json"] else None
-            patch = orjson.loads(row["patch_json"]) if row["patch_json"] else None
-            run = merge_run(post, patch)
-            run["id"] = row["id"]
-            run["_has_post"] = post is not None
-            runs.append(run)
-        return runs
+        return reads.trace_summary(self._reader(), trace_id)
 
     def trace_runs(self, trace_id: str) -> list[dict[str, Any]]:
         """Every stored run of a trace (merged wire dicts), in dotted order."""
-        conn = self._reader()
-        rows = conn.execute(
-            "SELECT id, post_json, patch_json FROM runs WHERE trace_id = ?"
-            " ORDER BY dotted_order, start_us",
-            (trace_id,),
-        ).fetchall()
-        runs = self._runs_from_rows(rows)
-        self._attach_attachment_info(conn, runs)
-        return runs
+        return reads.trace_runs(self._reader(), trace_id)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One merged run, or None."""
-        conn = self._reader()
-        rows = conn.execute(
-            "SELECT id, post_json, patch_json FROM runs WHERE id = ?", (run_id,)
-        ).fetchall()
-        runs = self._runs_from_rows(rows)
-        self._attach_attachment_info(conn, runs)
-        return runs[0] if runs else None
+        return reads.get_run(self._reader(), run_id)
 
     def child_runs(self, run_id: str) -> list[dict[str, Any]]:
         """The direct children of a run, in dotted order."""
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT id, post_json, patch_json FROM runs WHERE parent_run_id = ?"
-                " ORDER BY dotted_order, start_us",
-                (run_id,),
-            )
-            .fetchall()
-        )
-        return self._runs_from_rows(rows)
-
-    def _attach_attachment_info(self, conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
-        if not runs:
-            return
-        by_id = {run["id"]: run for run in runs}
-        ids = list(by_id)
-        # Chunked: SQLite caps the number of bound parameters per statement.
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                "SELECT run_id, name, content_type, length(data) AS size FROM attachments"
-                f" WHERE run_id IN ({marks})",
-                chunk,
-            ):
-                run = by_id[row["run_id"]]
-                if not isinstance(run.get("attachments"), dict):
-                    run["attachments"] = {}
-                run["attachments"][row["name"]] = {
-                    "content_type": row["content_type"],
-                    "size": row["size"],
-                    "presigned_url": f"/api/runs/{row['run_id']}/attachments/{row['name']}",
-                }
+        return reads.child_runs(self._reader(), run_id)
 
     def get_attachment(self, run_id: str, name: str) -> tuple[str, bytes] | None:
         """(content type, bytes) of one attachment, or None."""
-        row = (
-            self._reader()
-            .execute(
-                "SELECT content_type, data FROM attachments WHERE run_id = ? AND name = ?",
-                (run_id, name),
-            )
-            .fetchone()
-        )
-        return (row["content_type"], bytes(row["data"])) if row else None
+        return reads.get_attachment(self._reader(), run_id, name)
 
     def count_runs(self) -> int:
         """Number of stored runs."""
-        return int(self._reader().execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return reads.count_runs(self._reader())

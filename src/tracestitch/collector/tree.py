@@ -7,64 +7,17 @@ and a flat list is what a waterfall draws anyway.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from .ingest import parse_time_us
-from .store import run_service
-from .usage import USAGE_FIELDS, extract_usage, sum_usage
+from tracestitch.schemas import Run, Usage, usage_from_wire
+
+from .runs import run_service, run_status, time_us
+from .usage import run_usage, trace_usage
 
 __all__ = ["RUN_FIELDS", "build_trace", "run_view"]
 
-logger = logging.getLogger(__name__)
-
-#: Field names of LangSmith's ``Run`` (RunBase + Run), in its order.
-RUN_FIELDS = (
-    "id",
-    "name",
-    "start_time",
-    "run_type",
-    "end_time",
-    "extra",
-    "error",
-    "serialized",
-    "events",
-    "inputs",
-    "outputs",
-    "reference_example_id",
-    "parent_run_id",
-    "tags",
-    "attachments",
-    "session_id",
-    "child_run_ids",
-    "child_runs",
-    "feedback_stats",
-    "app_path",
-    "manifest_id",
-    "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "prompt_token_details",
-    "completion_token_details",
-    "first_token_time",
-    "total_cost",
-    "prompt_cost",
-    "completion_cost",
-    "prompt_cost_details",
-    "completion_cost_details",
-    "parent_run_ids",
-    "trace_id",
-    "dotted_order",
-    "in_dataset",
-)
-
-
-def _us(value: Any) -> int | None:
-    try:
-        return parse_time_us(value) if value is not None else None
-    except (ValueError, OverflowError):
-        return None
+#: Field names of the core ``Run`` model (LangSmith's RunBase + Run, with session_name, url).
+RUN_FIELDS = tuple(Run.model_fields)
 
 
 def _parent_ids(dotted_order: Any) -> list[str] | None:
@@ -74,24 +27,23 @@ def _parent_ids(dotted_order: Any) -> list[str] | None:
     return [segment[22:] for segment in dotted_order.split(".")[:-1]]
 
 
-def run_view(run: dict[str, Any]) -> dict[str, Any]:
+def run_view(run: dict[str, Any], usage: Usage | None = None) -> dict[str, Any]:
     """A merged wire run as a LangSmith ``Run`` dict plus the viewer's extras.
 
     Extras: ``service``, ``start_us``/``end_us``/``duration_ms`` (epoch microseconds; the browser's
     Date only has milliseconds), ``partial`` (only a patch has arrived), ``url``/``app_path``.
+    ``usage`` is the run's :func:`~tracestitch.schemas.usage_from_wire`, when already computed.
     """
     out: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
     for key, value in run.items():
         if not key.startswith("_"):
             out[key] = value
-    out.update(extract_usage(run))
+    out.update(run_usage(run, usage))
     out["inputs"] = run.get("inputs") if isinstance(run.get("inputs"), dict) else {}
     out["extra"] = run.get("extra") if isinstance(run.get("extra"), dict) else {}
     out["attachments"] = run.get("attachments") if isinstance(run.get("attachments"), dict) else {}
-    start_us, end_us = _us(run.get("start_time")), _us(run.get("end_time"))
-    out["status"] = (
-        "error" if run.get("error") else ("success" if end_us is not None else "pending")
-    )
+    start_us, end_us = time_us(run.get("start_time")), time_us(run.get("end_time"))
+    out["status"] = run_status(run, end_us)
     out["parent_run_ids"] = _parent_ids(run.get("dotted_order"))
     out["service"] = run_service(run)
     out["start_us"], out["end_us"] = start_us, end_us
@@ -113,7 +65,8 @@ def build_trace(
     before its parent (clock skew between machines) keeps its place and gets ``skew_us``, the
     microseconds by which it precedes the parent.
     """
-    views = [run_view(run) for run in runs]
+    usages = [usage_from_wire(run) for run in runs]
+    views = [run_view(run, usage) for run, usage in zip(runs, usages, strict=True)]
     by_id = {view["id"]: view for view in views}
     children: dict[str, list[str]] = {view["id"]: [] for view in views}
     roots: list[str] = []
@@ -153,20 +106,16 @@ def build_trace(
             view["orphan"] = True
             roots.append(view["id"])
             walk(view["id"])
-    usage = sum_usage([{k: v[k] for k in USAGE_FIELDS} for v in views])
     services = sorted({v["service"] for v in views if v["service"]})
-    first_tokens = [(_us(v["first_token_time"]), v["first_token_time"]) for v in views]
-    first_tokens = [pair for pair in first_tokens if pair[0] is not None]
     return {
         "trace_id": trace_id,
         "summary": {
             **(summary or {}),
-            **usage,
+            **trace_usage(usages),
             "services": services,
             "run_count": len(views),
             "orphan_count": sum(1 for v in views if v["orphan"]),
             "skewed_count": sum(1 for v in views if v["skew_us"]),
-            "first_token_time": min(first_tokens)[1] if first_tokens else None,
         },
         "root_run_ids": roots,
         "runs": ordered,

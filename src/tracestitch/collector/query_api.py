@@ -1,0 +1,165 @@
+"""The query API behind the viewer and ``tracestitch traces``: ``/api/traces`` (filtered list),
+``/api/traces/{id}`` (the trace tree), ``/api/runs/{id}`` (a ``Run``) and attachment downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tracestitch.schemas import Run
+
+from .ingest import parse_time_us
+from .query import STATUSES, TraceFilter
+from .store import Store
+from .tree import build_trace, run_view
+from .web import Guard, HTTPError, json_response
+
+__all__ = ["query_routes", "trace_filter"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _q_time(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            return parse_time_us(value)
+        except (ValueError, OverflowError):
+            raise HTTPError(422, f"{name}: expected ISO-8601 or epoch seconds") from None
+    if not math.isfinite(seconds):
+        raise HTTPError(422, f"{name}: expected ISO-8601 or epoch seconds")
+    return int(seconds * 1_000_000)
+
+
+def _q_num(
+    request: Request, name: str, default: float | None, lo: float, hi: float
+) -> float | None:
+    value = request.query_params.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise HTTPError(422, f"{name}: expected a number") from None
+    if not lo <= number <= hi:
+        raise HTTPError(422, f"{name}: must be between {lo:g} and {hi:g}")
+    return number
+
+
+def _uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise HTTPError(422, f"{what}: {value[:60]!r} is not a UUID") from None
+
+
+def trace_filter(request: Request) -> TraceFilter:
+    """The :class:`TraceFilter` of a ``GET /api/traces`` query string; 422 on a bad parameter."""
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise HTTPError(422, f"status: expected one of {', '.join(STATUSES)}")
+    min_ms = _q_num(request, "min_duration_ms", None, 0, 1e12)
+    return TraceFilter(
+        project=params.get("project") or None,
+        service=params.get("service") or None,
+        name=params.get("name") or None,
+        status=status,
+        start_gte_us=_q_time(request, "start_gte"),
+        start_lte_us=_q_time(request, "start_lte"),
+        min_duration_us=int(min_ms * 1000) if min_ms is not None else None,
+        text=params.get("q") or None,
+        limit=int(_q_num(request, "limit", 50, 1, 500) or 50),
+        offset=int(_q_num(request, "offset", 0, 0, 1e12) or 0),
+    )
+
+
+def _schema_view(view: dict[str, Any]) -> dict[str, Any]:
+    """Pass a run view through the core :class:`tracestitch.schemas.Run` model.
+
+    The model checks the shape we promise; our extra keys (``service``, ``url``...) ride along.
+    A run the model rejects (e.g. only its patch has arrived) is returned as is.
+    """
+    try:
+        checked = Run.model_validate(view).model_dump(mode="json")
+    except Exception as exc:  # pydantic.ValidationError; the view is still useful
+        logger.debug("run %s does not fit the Run schema: %s", view.get("id"), exc)
+        return view
+    # Our values win (floats stay floats); the model contributes any field we did not set.
+    return {**checked, **view}
+
+
+async def _load_or_404(load: Callable[[], T | None], missing: str) -> T:
+    found = await run_in_threadpool(load)
+    if found is None:
+        raise HTTPError(404, missing)
+    return found
+
+
+def query_routes(store: Store, guard: Guard) -> list[Route]:
+    """The query API routes over ``store``."""
+
+    async def list_traces(request: Request) -> Response:
+        return json_response(await run_in_threadpool(store.list_traces, trace_filter(request)))
+
+    async def get_trace(request: Request) -> Response:
+        trace_id = _uuid(request.path_params["trace_id"], "trace_id")
+
+        def load() -> dict[str, Any] | None:
+            runs = store.trace_runs(trace_id)
+            if not runs:
+                return None
+            return build_trace(trace_id, runs, store.trace_summary(trace_id))
+
+        return json_response(await _load_or_404(load, f"no trace {trace_id} in this collector"))
+
+    async def get_run(request: Request) -> Response:
+        run_id = _uuid(request.path_params["run_id"], "run_id")
+        children = request.query_params.get("include_children", "").lower() in ("1", "true", "yes")
+
+        def load() -> dict[str, Any] | None:
+            run = store.get_run(run_id)
+            if run is None:
+                return None
+            view = _schema_view(run_view(run))
+            if children:
+                view["child_runs"] = [_schema_view(run_view(c)) for c in store.child_runs(run_id)]
+                view["child_run_ids"] = [c["id"] for c in view["child_runs"]]
+            return view
+
+        return json_response(await _load_or_404(load, f"no run {run_id} in this collector"))
+
+    async def get_attachment(request: Request) -> Response:
+        run_id = _uuid(request.path_params["run_id"], "run_id")
+        name = request.path_params["name"]
+        content_type, data = await _load_or_404(
+            lambda: store.get_attachment(run_id, name), "no such attachment"
+        )
+        # Served as a download, never rendered: its content type is whatever a client claimed.
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"content-disposition": "attachment", "x-original-content-type": content_type},
+        )
+
+    return [
+        Route("/api/traces", guard(list_traces), methods=["GET"]),
+        Route("/api/traces/{trace_id}", guard(get_trace), methods=["GET"]),
+        Route("/api/runs/{run_id}", guard(get_run), methods=["GET"]),
+        Route("/api/runs/{run_id}/attachments/{name}", guard(get_attachment), methods=["GET"]),
+    ]

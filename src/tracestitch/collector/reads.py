@@ -1,0 +1,133 @@
+"""The store's read side: the lookups behind the query API, each over a reader connection.
+
+:class:`~tracestitch.collector.store.Store` hands these its per-thread reader connection; they
+return plain dicts (trace summaries, merged wire runs) ready for the query API to shape.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from .query import TraceFilter, build_trace_query
+from .runs import merge_run
+
+__all__ = [
+    "child_runs",
+    "count_runs",
+    "get_attachment",
+    "get_run",
+    "list_traces",
+    "trace_runs",
+    "trace_summary",
+]
+
+# SQLite caps the number of bound parameters per statement.
+_CHUNK = 500
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "trace_id": row["trace_id"],
+        "name": row["root_name"],
+        "project": row["project"],
+        "status": row["status"],
+        "start_us": row["start_us"],
+        "end_us": row["end_us"],
+        "duration_ms": row["duration_us"] / 1000 if row["duration_us"] is not None else None,
+        "run_count": row["run_count"],
+        "error_count": row["error_count"],
+        "services": orjson.loads(row["services"]),
+        "total_tokens": row["total_tokens"],
+        "total_cost": row["total_cost"],
+        "has_root": bool(row["has_root"]),
+    }
+
+
+def list_traces(conn: sqlite3.Connection, flt: TraceFilter) -> dict[str, Any]:
+    """One page of trace summaries, newest first, plus the total matching count."""
+    sql, count_sql, params = build_trace_query(flt)
+    rows = conn.execute(sql, [*params, flt.limit, flt.offset]).fetchall()
+    total = conn.execute(count_sql, params).fetchone()[0]
+    items = [_summary(row) for row in rows]
+    next_offset = flt.offset + len(items) if flt.offset + len(items) < total else None
+    return {"traces": items, "total": total, "offset": flt.offset, "next_offset": next_offset}
+
+
+def trace_summary(conn: sqlite3.Connection, trace_id: str) -> dict[str, Any] | None:
+    """The summary row of one trace, or None."""
+    found = conn.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+    return _summary(found) if found else None
+
+
+def _runs(conn: sqlite3.Connection, where: str, param: str) -> list[dict[str, Any]]:
+    # The merged wire dicts of the runs matching ``where``, in dotted (tree) order.
+    rows = conn.execute(
+        f"SELECT id, post_json, patch_json FROM runs WHERE {where} ORDER BY dotted_order, start_us",
+        (param,),
+    ).fetchall()
+    runs = []
+    for row in rows:
+        post = orjson.loads(row["post_json"]) if row["post_json"] else None
+        patch = orjson.loads(row["patch_json"]) if row["patch_json"] else None
+        run = merge_run(post, patch)
+        run["id"] = row["id"]
+        run["_has_post"] = post is not None
+        runs.append(run)
+    return runs
+
+
+def _attach_attachment_info(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+    by_id = {run["id"]: run for run in runs}
+    ids = list(by_id)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            "SELECT run_id, name, content_type, length(data) AS size FROM attachments"
+            f" WHERE run_id IN ({marks})",
+            chunk,
+        ):
+            run = by_id[row["run_id"]]
+            if not isinstance(run.get("attachments"), dict):
+                run["attachments"] = {}
+            run["attachments"][row["name"]] = {
+                "content_type": row["content_type"],
+                "size": row["size"],
+                "presigned_url": f"/api/runs/{row['run_id']}/attachments/{row['name']}",
+            }
+
+
+def trace_runs(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
+    """Every stored run of a trace (merged wire dicts), in dotted order."""
+    runs = _runs(conn, "trace_id = ?", trace_id)
+    _attach_attachment_info(conn, runs)
+    return runs
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    """One merged run, or None."""
+    runs = _runs(conn, "id = ?", run_id)
+    _attach_attachment_info(conn, runs)
+    return runs[0] if runs else None
+
+
+def child_runs(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    """The direct children of a run, in dotted order."""
+    return _runs(conn, "parent_run_id = ?", run_id)
+
+
+def get_attachment(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[str, bytes] | None:
+    """(content type, bytes) of one attachment, or None."""
+    row = conn.execute(
+        "SELECT content_type, data FROM attachments WHERE run_id = ? AND name = ?",
+        (run_id, name),
+    ).fetchone()
+    return (row["content_type"], bytes(row["data"])) if row else None
+
+
+def count_runs(conn: sqlite3.Connection) -> int:
+    """Number of stored runs."""
+    return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])

@@ -1,0 +1,69 @@
+"""HTTP plumbing shared by the collector's routes: the API-key check, errors as JSON responses."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .ingest import IngestError
+from .multipart import BodyTooLarge, UnsupportedEncoding
+
+__all__ = ["Guard", "HTTPError", "Handler", "json_response"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HTTPError(Exception):
+    """Raised by a route to answer with ``status`` and ``{"detail": detail}``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """``data`` as JSON (orjson: fast, and it serialises what the store returns as is)."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+class Guard:
+    """Wraps route handlers: checks ``x-api-key`` (when the collector has a key) and turns the
+    collector's errors into JSON error responses (422 bad input, 413 too large, 415 encoding)."""
+
+    def __init__(self, api_key: str | None) -> None:
+        self._key = api_key.encode() if api_key else None
+
+    def check_auth(self, request: Request) -> None:
+        if self._key is None:
+            return
+        given = request.headers.get("x-api-key", "").encode()
+        # compare_digest: the time taken must not reveal how much of the key matched.
+        if not hmac.compare_digest(given, self._key):
+            raise HTTPError(401, "missing or wrong x-api-key header")
+
+    def __call__(self, handler: Handler, *, auth: bool = True) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                if auth:
+                    self.check_auth(request)
+                return await handler(request)
+            except HTTPError as exc:
+                return _error(exc.status, exc.detail)
+            except IngestError as exc:
+                return _error(422, str(exc))
+            except BodyTooLarge as exc:
+                return _error(413, str(exc))
+            except UnsupportedEncoding as exc:
+                return _error(415, str(exc))
+
+        return wrapped
