@@ -273,3 +273,14 @@ def test_internal_errors_are_swallowed_in_production_and_the_function_still_runs
     set_strict(True)
     with pytest.raises(RuntimeError, match="bug in a processor"):
         guarded(3)
+
+
+def test_capture_runs_removes_its_listener_on_exit() -> None:
+    from tracestitch import exporter
+
+    before = exporter._listeners
+    with capture_runs() as runs:
+        assert len(exporter._listeners) == len(before) + 1
+    assert exporter._listeners == before
+    add(1)
+    assert len(runs) == 0  # a finished capture sees nothing more

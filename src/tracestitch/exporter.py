@@ -113,7 +113,9 @@ def add_listener(callback: Callable[[RunTree], None]) -> None:
 def remove_listener(callback: Callable[[RunTree], None]) -> None:
     global _listeners
     with _listeners_lock:
-        _listeners = tuple(cb for cb in _listeners if cb is not callback)
+        # ==, not `is`: a bound method (RunCollector._persist_run) is a new object on every
+        # attribute access, so identity never matches and the listener would leak.
+        _listeners = tuple(cb for cb in _listeners if cb != callback)
 
 
 def dispatch(op: Op, run: RunTree, exporter: Exporter | None = None) -> None:
