@@ -7,12 +7,15 @@ framework, HTTP client or the collector.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tracestitch.context import (
     ContextThreadPoolExecutor,
     contextual,
     get_current_run_tree,
     tracing_context,
 )
+from tracestitch.export.config import configure, install_from_env
 from tracestitch.export.memory import RunCollector
 from tracestitch.exporter import Exporter, NoopExporter, get_exporter, set_exporter
 from tracestitch.ids import uuid7
@@ -23,10 +26,28 @@ from tracestitch.run_tree import (
     is_run_tree,
     is_runnable_config_like,
 )
-from tracestitch.schemas import Run, RunEvent
 from tracestitch.tracing import trace, traceable
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tracestitch.schemas import Run, RunEvent
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models cost more to import than the rest of the package together and are
+    # needed only at the edges (RunCollector, the collector): load them on first use.
+    if name in ("Run", "RunEvent"):
+        from tracestitch import schemas
+
+        return getattr(schemas, name)
+    raise AttributeError(f"module 'tracestitch' has no attribute {name!r}")
+
+
+# An app configured for tracestitch or LangSmith by environment (TRACESTITCH_ENDPOINT,
+# LANGSMITH_ENDPOINT/LANGSMITH_API_KEY, ...) exports with no code change. This only registers a
+# factory: the exporter and its threads are built on first use.
+install_from_env()
 
 __all__ = [
     "ContextThreadPoolExecutor",
@@ -37,6 +58,7 @@ __all__ = [
     "RunEvent",
     "RunTree",
     "__version__",
+    "configure",
     "contextual",
     "convert_to_dotted_order_format",
     "extract",
