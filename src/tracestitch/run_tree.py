@@ -725,7 +725,7 @@ def _parent_from_callbacks(callbacks: Any) -> RunTree | None:
     if isinstance(callbacks, RunTree):
         return callbacks
     try:
-        from langchain_core.callbacks.manager import (  # type: ignore[import-not-found,unused-ignore]
+        from langchain_core.callbacks.base import (  # type: ignore[import-not-found,unused-ignore]
             BaseCallbackManager,
         )
     except ImportError:

@@ -1,0 +1,244 @@
+"""Pure ASGI middleware: one run per HTTP request (Starlette, FastAPI, any ASGI app).
+
+Written as Starlette writes its own middleware (never ``BaseHTTPMiddleware``, which runs the app
+in another task and so loses context variables). Needs no framework: Starlette's router leaves
+the matched route in ``scope["route"]``, and its ``path_format`` is read from there when present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
+from typing import Any
+
+from tracestitch._guard import report
+from tracestitch.context import _current_run, tracing_context
+from tracestitch.exporter import get_exporter
+from tracestitch.middleware._common import MiddlewareOptions, Outcome, ServerTracer
+from tracestitch.run_tree import RunTree
+
+__all__ = ["TracingMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SHUTDOWN_DONE = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
+_MAX_CACHED_NAMES = 4096
+
+
+class TracingMiddleware:
+    """Traces every HTTP request as a run named ``"{METHOD} {route}"``; lifespan and websocket
+    scopes pass straight through, and lifespan shutdown flushes the exporter::
+
+        app.add_middleware(TracingMiddleware, service="checkout", exclude=["/health"])
+
+    Keyword options are those of :class:`tracestitch.middleware.MiddlewareOptions` (or pass
+    ``options=MiddlewareOptions(...)``).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, options: MiddlewareOptions | None = None, **kwargs: Any
+    ) -> None:
+        self.app = app
+        if options is None:
+            options = MiddlewareOptions(**kwargs)
+        elif kwargs:
+            options = replace(options, **kwargs)
+        self.options = options
+        self._tracer = ServerTracer(options, app)
+        self._app_seen = options.service is not None
+        # (id(route), method, mount prefix) -> (route, run name): route objects live as long as
+        # the app, and keeping the route in the value guards against a reused id().
+        self._names: dict[tuple[int, str, str], tuple[Any, str]] = {}
+        header = self._tracer.trace_header
+        self._trace_header = header.encode("latin-1") if header else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self.app(scope, receive, self._lifespan_send(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        exchange: _Exchange | Outcome | None = None
+        try:
+            exchange = self._begin(scope, receive, send)
+        except Exception as exc:
+            report("middleware.asgi.start", exc)
+        if exchange is None:
+            await self.app(scope, receive, send)
+            return
+        if exchange is Outcome.DISABLED:
+            with tracing_context(enabled=False, parent=None):
+                await self.app(scope, receive, send)
+            return
+        assert isinstance(exchange, _Exchange)
+        token = _current_run.set(exchange.run)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BaseException as exc:
+            exchange.end(exc, incomplete=False)
+            raise
+        finally:
+            # The run stays current until the app returns, so Starlette background tasks
+            # (run after the last body chunk) still nest under it.
+            _current_run.reset(token)
+        if not exchange.done:
+            exchange.end(None, incomplete=True)
+
+    def _begin(self, scope: Scope, receive: Receive, send: Send) -> _Exchange | Outcome | None:
+        tracer = self._tracer
+        if not self._app_seen:
+            self._app_seen = True
+            app = scope.get("app")
+            if app is not None:
+                tracer.learn_app(app)
+        method: str = scope["method"]
+        path: str = scope["path"]
+        skip = tracer.admit(method, path)
+        if skip is not None:
+            return None if skip is Outcome.PASS else skip
+        pairs = scope.get("headers") or ()
+        headers, has_trace = tracer.scan_pairs(pairs)
+        parent = tracer.parent(pairs, has_trace)
+        if parent is Outcome.PASS:
+            return None
+        if parent is Outcome.DISABLED:
+            return parent
+        raw_query = scope.get("query_string")
+        client = scope.get("client")
+        inputs = tracer.inputs(
+            method,
+            path,
+            raw_query.decode("latin-1") if raw_query else "",
+            client[0] if client else None,
+            headers,
+        )
+        server = scope.get("server")
+        run = tracer.start(parent, tracer.name(method, path), inputs, server)
+        return _Exchange(self, scope, run, receive, send)
+
+    def _run_name(self, scope: Scope, root_path: str) -> str | None:
+        """``"{METHOD} {template}"`` once routing has happened, or ``None`` (keep the path)."""
+        tracer = self._tracer
+        method: str = scope["method"]
+        resolver = tracer.route_resolver
+        if resolver is not None:
+            template = resolver(scope)
+            if template:
+                return tracer.name(method, template)
+        route = scope.get("route")
+        if route is None:
+            return None
+        # A Mount moves its matched prefix into root_path; what was added since we saw the
+        # scope belongs in front of the inner route's template.
+        prefix: str = scope.get("root_path", "")
+        if prefix == root_path:
+            prefix = ""
+        elif prefix.startswith(root_path):
+            prefix = prefix[len(root_path) :]
+        key = (id(route), method, prefix)
+        cached = self._names.get(key)
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        template = getattr(route, "path_format", None)
+        if not isinstance(template, str):
+            return None
+        name = tracer.name(method, prefix + template)
+        if len(self._names) < _MAX_CACHED_NAMES:
+            self._names[key] = (route, name)
+        return name
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            # After the app's own shutdown handlers (which may still make runs), before the
+            # server is told it may exit.
+            if message.get("type") in _SHUTDOWN_DONE:
+                await self._flush()
+            await send(message)
+
+        return lifespan_send
+
+    async def _flush(self) -> None:
+        try:
+            exporter = get_exporter()
+            timeout = self.options.flush_timeout
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not asyncio (trio): a bounded blocking flush is acceptable
+                exporter.flush(timeout)
+                return
+            # flush() blocks for up to `timeout`; other apps on this loop keep shutting down.
+            await loop.run_in_executor(None, exporter.flush, timeout)
+        except Exception as exc:
+            report("middleware.asgi.flush", exc)
+
+
+class _Exchange:
+    """One traced request: wraps ``send`` to see the status and the last body chunk."""
+
+    __slots__ = ("_mw", "_receive", "_send", "done", "root_path", "run", "scope", "size", "status")
+
+    def __init__(
+        self, mw: TracingMiddleware, scope: Scope, run: RunTree, receive: Receive, send: Send
+    ) -> None:
+        self._mw = mw
+        self._receive = receive
+        self._send = send
+        self.scope = scope
+        self.run = run
+        self.root_path: str = scope.get("root_path", "")
+        self.status: int | None = None
+        self.size = 0
+        self.done = False
+
+    async def send(self, message: Message) -> None:
+        final = False
+        if not self.done:
+            try:
+                kind = message["type"]
+                if kind == "http.response.body":
+                    body = message.get("body")
+                    if body:
+                        self.size += len(body)
+                    final = not message.get("more_body", False)
+                elif kind == "http.response.start":
+                    self.status = message.get("status")
+                    name = self._mw._trace_header
+                    if name is not None:
+                        value = str(self.run.trace_id).encode("latin-1")
+                        headers = [*message.get("headers", ()), (name, value)]
+                        message = {**message, "headers": headers}
+                else:
+                    final = kind == "http.response.pathsend"
+            except Exception as exc:
+                report("middleware.asgi.send", exc)
+        await self._send(message)
+        if final:
+            # After the server took the last chunk: a streamed response's run lasts as long
+            # as the stream did.
+            self.end(None, incomplete=False)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if not self.done and message.get("type") == "http.disconnect":
+            self.end(None, incomplete=True)
+        return message
+
+    def end(self, error: BaseException | None, *, incomplete: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            mw = self._mw
+            name = mw._run_name(self.scope, self.root_path)
+            if name is not None:
+                self.run.name = name
+            mw._tracer.finish(self.run, self.status, self.size, error, incomplete=incomplete)
+        except Exception as exc:
+            report("middleware.asgi.finish", exc)
