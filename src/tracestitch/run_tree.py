@@ -361,10 +361,11 @@ class RunTree:
         inputs: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         tags: Sequence[str] | None = None,
+        project_name: str | None = None,
         **kwargs: Any,
     ) -> RunTree:
-        """A new run under this one: same trace, project and exporter; metadata and tags
-        inherited; start time never earlier than this run's."""
+        """A new run under this one: same trace, project (unless given) and exporter;
+        metadata and tags inherited; start time never earlier than this run's."""
         self.child_execution_order += 1
         if kwargs:
             child = RunTree(
@@ -374,11 +375,12 @@ class RunTree:
                 inputs=inputs,
                 metadata=metadata,
                 tags=tags,
+                project_name=project_name,
                 execution_order=self.child_execution_order,
                 **kwargs,
             )
         else:
-            child = self._new_child(name, run_type, inputs, metadata, tags)
+            child = self._new_child(name, run_type, inputs, metadata, tags, project_name)
         self._adopt(child)
         return child
 
@@ -389,6 +391,7 @@ class RunTree:
         inputs: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
         tags: Sequence[str] | None,
+        project_name: str | None,
     ) -> RunTree:
         # The constructor's parent branch, without its ~30 keyword arguments: this is the path
         # of every @traceable call and every server and client run.
@@ -406,7 +409,7 @@ class RunTree:
         child.start_time_us = start
         child.end_time_us = None
         child.dotted_order = f"{self.dotted_order}.{ids.format_segment(start, run_id)}"
-        child.project_name = self.project_name
+        child.project_name = project_name or self.project_name
         parent_meta = self.metadata
         if metadata:
             child.metadata = {**parent_meta, **metadata} if parent_meta else dict(metadata)

@@ -52,19 +52,14 @@ def _start_run(
         if parent is not None:
             if not parent.tracing_enabled:
                 return None
-            if project_name is None:  # the keyword-free call takes create_child's fast path
-                run = parent.create_child(
-                    name, run_type, inputs=inputs, metadata=metadata, tags=tags
-                )
-            else:
-                run = parent.create_child(
-                    name,
-                    run_type,
-                    inputs=inputs,
-                    metadata=metadata,
-                    tags=tags,
-                    project_name=project_name,
-                )
+            run = parent.create_child(
+                name,
+                run_type,
+                inputs=inputs,
+                metadata=metadata,
+                tags=tags,
+                project_name=project_name,
+            )
         else:
             run = RunTree(
                 name,
