@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit install clean chromium
+.PHONY: test demo bench lint typecheck unit install clean chromium screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint typecheck unit
 
 demo: install
 	$(BIN)/python -m tracestitch.demo $(ARGS)
+
+# Regenerate the README's picture of the viewer from the browser test.
+screenshot: install chromium
+	TRACESTITCH_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest -q tests/collector/test_collector_viewer.py
 
 bench: install
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The README sections are drafted in docs/ until they are merged into README.md.
-SOURCES = (ROOT / "README.md", ROOT / "docs" / "README-draft.md")
+SOURCES = (ROOT / "README.md",)
 SKIP_MARK = "<!-- no-test -->"
 # Run as a module called "readme", so `if __name__ == "__main__":` blocks (servers) stay idle.
 RUNNER = (

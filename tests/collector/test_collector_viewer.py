@@ -14,6 +14,7 @@ from conftest import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "viewer.png"
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -116,5 +117,7 @@ def test_trace_list_and_trace_page(open_server: ServerThread, page: object) -> N
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+    if os.environ.get("TRACESTITCH_UPDATE_SCREENSHOT"):  # `make screenshot`: the README's picture
+        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.outside == []  # type: ignore[attr-defined]
