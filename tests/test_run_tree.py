@@ -294,3 +294,23 @@ def test_constructor_accepts_wire_aliases() -> None:
 def test_attachments_must_be_bytes_or_text() -> None:
     with pytest.raises(TypeError, match="attachment 'bad'"):
         RunTree("r", attachments={"bad": ("x/y", 42)})
+
+
+def _fields(run: RunTree) -> dict[str, object]:
+    varying = {"id", "trace_id", "start_time_us", "dotted_order", "parent_run", "__weakref__"}
+    return {s: getattr(run, s) for s in RunTree.__slots__ if s not in varying}
+
+
+def test_fast_constructors_match_the_keyword_constructor() -> None:
+    # _new_root/_new_child skip the keyword constructor for speed; they must build the same run.
+    slow_root = RunTree("r", "tool", inputs={"x": 1}, metadata={"m": 1}, tags=["t"])
+    fast_root = RunTree._new_root("r", "tool", {"x": 1}, {"m": 1}, ["t"], None)
+    assert _fields(fast_root) == _fields(slow_root)
+    fast_child = slow_root.create_child("c", "llm", inputs={"y": 2}, metadata={"k": 2})
+    slow_child = slow_root.create_child(
+        "c", "llm", inputs={"y": 2}, metadata={"k": 2}, reference_example_id=None
+    )
+    fast, slow = _fields(fast_child), _fields(slow_child)
+    assert fast.pop("execution_order") == slow.pop("execution_order") - 1  # made second
+    assert fast.pop("child_execution_order") == slow.pop("child_execution_order") - 1
+    assert fast == slow

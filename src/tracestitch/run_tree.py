@@ -421,26 +421,66 @@ class RunTree:
         else:
             child.tags = list(parent_tags) if parent_tags else []
         child.inputs = _as_dict(inputs, "input")
-        child.extra = {}
-        child.outputs = None
-        child.error = None
-        child.events = []
-        child.reference_example_id = None
-        child.serialized = None
         child.tracing_enabled = self.tracing_enabled
-        child.on_end = None
         child.execution_order = self.child_execution_order
         child.child_execution_order = self.child_execution_order
-        child.attachments = {}
         child.replicas = self.replicas
-        child.distributed_parent_id = None
-        child.invocation_params = None
         child.exporter = self.exporter
-        child._children = None
-        child._remote = False
         child._skew_us = self._skew_us
         child._tracestate = self._tracestate
+        child._set_defaults()
         return child
+
+    @classmethod
+    def _new_root(
+        cls,
+        name: str,
+        run_type: str,
+        inputs: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        tags: Sequence[str] | None,
+        project_name: str | None,
+    ) -> RunTree:
+        """A root run without the keyword constructor (the path of every untraced-upstream
+        request and every top-level ``@traceable`` call)."""
+        run = _new(cls)
+        run_id = ids.uuid7()
+        start = ids.now_micros()
+        run.id = run.trace_id = run_id
+        run.name = name
+        run.run_type = run_type
+        run.parent_run = None
+        run.parent_run_id = None
+        run.start_time_us = start
+        run.end_time_us = None
+        run.dotted_order = ids.format_segment(start, run_id)
+        run.project_name = project_name or default_project()
+        run.metadata = dict(metadata) if metadata else {}
+        run.tags = list(tags) if tags else []
+        run.inputs = _as_dict(inputs, "input")
+        run.tracing_enabled = True
+        run.execution_order = run.child_execution_order = 1
+        run.replicas = None
+        run.exporter = None
+        run._skew_us = 0
+        run._tracestate = None
+        run._set_defaults()
+        return run
+
+    def _set_defaults(self) -> None:
+        # The fields a new run starts without; shared by the two fast constructors.
+        self.extra = {}
+        self.outputs = None
+        self.error = None
+        self.events = []
+        self.reference_example_id = None
+        self.serialized = None
+        self.on_end = None
+        self.attachments = {}
+        self.distributed_parent_id = None
+        self.invocation_params = None
+        self._children = None
+        self._remote = False
 
     # ------------------------------------------------------------------ time
 

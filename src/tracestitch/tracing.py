@@ -61,14 +61,7 @@ def _start_run(
                 project_name=project_name,
             )
         else:
-            run = RunTree(
-                name,
-                run_type,
-                inputs=inputs,
-                metadata=metadata,
-                tags=tags,
-                project_name=project_name,
-            )
+            run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
         run.post()
         return run
     except Exception as exc:

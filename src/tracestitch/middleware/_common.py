@@ -379,14 +379,7 @@ class ServerTracer:
                 tags=self._tags,
                 project_name=self._project,
             )
-        return RunTree(
-            name,
-            self.run_type,
-            inputs=inputs,
-            metadata=meta,
-            tags=self._tags,
-            project_name=self._project,
-        )
+        return RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
 
     def finish(
         self,
