@@ -15,7 +15,7 @@ import random
 import re
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -241,6 +241,13 @@ class Outcome(enum.Enum):
 _random = random.random
 _TRACE_KEYS = frozenset((b"langsmith-trace", b"traceparent"))
 _QUERY_SPLIT = re.compile("([&;])")
+
+
+def resolve_options(options: MiddlewareOptions | None, kwargs: dict[str, Any]) -> MiddlewareOptions:
+    """The adapters' ``options=`` plus keyword overrides, as one ``MiddlewareOptions``."""
+    if options is None:
+        return MiddlewareOptions(**kwargs)
+    return replace(options, **kwargs) if kwargs else options
 
 
 class ServerTracer:

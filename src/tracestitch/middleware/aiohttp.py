@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any, cast
 
 from tracestitch._guard import report
@@ -22,6 +21,7 @@ from tracestitch.middleware._common import (
     Outcome,
     ServerTracer,
     missing_extra,
+    resolve_options,
 )
 from tracestitch.run_tree import RunTree
 
@@ -45,10 +45,7 @@ def tracing_middleware(*, options: MiddlewareOptions | None = None, **kwargs: An
 
     Keyword options are those of :class:`tracestitch.middleware.MiddlewareOptions`.
     """
-    if options is None:
-        options = MiddlewareOptions(**kwargs)
-    elif kwargs:
-        options = replace(options, **kwargs)
+    options = resolve_options(options, kwargs)
     return _Middleware(ServerTracer(options)).as_middleware()
 
 

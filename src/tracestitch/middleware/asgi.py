@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import replace
 from typing import Any
 
 from tracestitch._guard import report
 from tracestitch.context import _current_run, tracing_context
 from tracestitch.exporter import get_exporter
-from tracestitch.middleware._common import MiddlewareOptions, Outcome, ServerTracer
+from tracestitch.middleware._common import (
+    MiddlewareOptions,
+    Outcome,
+    ServerTracer,
+    resolve_options,
+)
 from tracestitch.run_tree import RunTree
 
 __all__ = ["TracingMiddleware"]
@@ -44,10 +48,7 @@ class TracingMiddleware:
         self, app: ASGIApp, *, options: MiddlewareOptions | None = None, **kwargs: Any
     ) -> None:
         self.app = app
-        if options is None:
-            options = MiddlewareOptions(**kwargs)
-        elif kwargs:
-            options = replace(options, **kwargs)
+        options = resolve_options(options, kwargs)
         self.options = options
         self._tracer = ServerTracer(options, app)
         self._app_seen = options.service is not None

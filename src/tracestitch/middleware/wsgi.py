@@ -13,12 +13,16 @@ leaves in ``environ["werkzeug.request"]`` (``url_rule``); other frameworks can p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 from tracestitch._guard import report
 from tracestitch.context import _current_run, tracing_context
-from tracestitch.middleware._common import MiddlewareOptions, Outcome, ServerTracer
+from tracestitch.middleware._common import (
+    MiddlewareOptions,
+    Outcome,
+    ServerTracer,
+    resolve_options,
+)
 from tracestitch.run_tree import RunTree
 
 __all__ = ["TracingMiddleware"]
@@ -41,10 +45,7 @@ class TracingMiddleware:
         self, app: WSGIApp, *, options: MiddlewareOptions | None = None, **kwargs: Any
     ) -> None:
         self.app = app
-        if options is None:
-            options = MiddlewareOptions(**kwargs)
-        elif kwargs:
-            options = replace(options, **kwargs)
+        options = resolve_options(options, kwargs)
         self.options = options
         # Flask's wsgi_app is a bound method: its __self__ is the Flask app, which has the name.
         self._tracer = ServerTracer(options, getattr(app, "__self__", app))
