@@ -254,3 +254,26 @@ def test_fuzz_extract_never_raises_and_results_are_consistent(
         assert len(json.dumps(remote.metadata or {}, default=str)) <= 4096 * 2
         assert child.start_time_us >= remote.start_us
         propagation.inject(child, {})
+
+
+def test_a_parent_dated_far_ahead_is_not_believed() -> None:
+    far = "20990101T000000000000Z0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    latest = "99991231T235959999999Z0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    assert extract({"langsmith-trace": far}) is None
+    assert extract({"langsmith-trace": latest}) is None
+    assert stats() == {"dotted_order_in_future": 2}
+    # Within the allowed lead the parent is kept and the subtree shifted (see test_run_tree).
+    near = RunTree("caller", start_time=ids_now_ms() + 60_000)
+    assert extract(near.to_headers()) is not None
+
+
+def test_deeply_nested_metadata_is_a_bad_header_not_an_internal_error() -> None:
+    deep = "[" * 2000 + "]" * 2000  # inside the 4 KB cap, deeper than the parser recursion limit
+    remote = extract({"langsmith-trace": ORDER, "baggage": f"langsmith-metadata={deep}"})
+    assert remote is not None and remote.run_id == PARENT.id  # the parent survives
+    assert remote.metadata is None
+    assert stats() == {"metadata_invalid_json": 1}
+
+
+def ids_now_ms() -> float:
+    return time.time() * 1000

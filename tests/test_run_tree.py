@@ -314,3 +314,8 @@ def test_fast_constructors_match_the_keyword_constructor() -> None:
     assert fast.pop("execution_order") == slow.pop("execution_order") - 1  # made second
     assert fast.pop("child_execution_order") == slow.pop("child_execution_order") - 1
     assert fast == slow
+
+
+def test_create_child_accepts_the_langsmith_run_id_keyword() -> None:
+    run_id = uuid.uuid4()
+    assert RunTree("r").create_child("c", run_id=run_id).id == run_id

@@ -79,6 +79,10 @@ class Limits:
     max_project_length: int = 256
     max_replicas: int = 8
     max_tracestate_bytes: int = 512
+    #: How far ahead of ours a caller's clock may run. A child must not start before its parent,
+    #: so the local subtree is shifted by the caller's lead; a header claiming more lead than this
+    #: is not believed (it would date this service's runs years ahead).
+    max_clock_skew_s: float = 300.0
 
 
 DEFAULT_LIMITS = Limits()
@@ -256,7 +260,7 @@ def _json_value(raw: str, limits: Limits, kind: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested thousands deep
         _reject(f"{kind}_invalid_json")
         return None
 
@@ -382,7 +386,10 @@ def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> Rem
         except ids.DottedOrderError:
             _reject("dotted_order_malformed")
         else:
-            parent = RemoteParent(order, trace_id, run_id, parent_id, start)
+            if start - ids.now_micros() > limits.max_clock_skew_s * 1_000_000:
+                _reject("dotted_order_in_future")
+            else:
+                parent = RemoteParent(order, trace_id, run_id, parent_id, start)
     elif order is None and LANGSMITH_TRACE not in found:
         parent = _from_traceparent(found)
     if parent is None:

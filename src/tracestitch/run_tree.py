@@ -367,6 +367,8 @@ class RunTree:
         """A new run under this one: same trace, project (unless given) and exporter;
         metadata and tags inherited; start time never earlier than this run's."""
         self.child_execution_order += 1
+        if "run_id" in kwargs:  # the LangSmith Python SDK's name for it
+            kwargs["id"] = kwargs.pop("run_id")
         if kwargs:
             child = RunTree(
                 name,
