@@ -9,11 +9,16 @@ Backpressure: a subprocess traces 20,000 runs against an unreachable endpoint (a
 listens but never accepts: requests hang until the client's timeout, like a blackholed host;
 sandboxes often answer for "unroutable" addresses, so no real address is used) and a 5-s-slow
 one; RSS growth, what was queued/spooled/dropped, and how long the process takes to exit after
-its last run (capped; the peer may not exit at all).
+its last run (capped; the peer may not exit at all), and then how many runs are *lost*: the
+spool the process left is replayed to a live loopback server, and every traced run must have
+arrived complete (with its end) at one of the two servers. Each scenario runs twice: a tight
+loop of traced calls (submissions far outpace serialization), and a realistic rate (each
+traced call does ~50 µs of work).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -39,6 +44,7 @@ class _Sink(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delay = 0.0
     received = 0
+    complete: set[str]  # ids of runs received with their end (our /runs/batch bodies)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -69,7 +75,9 @@ class _Sink(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/runs/batch"):
+            self._record(body)
         if type(self).delay:
             time.sleep(type(self).delay)  # the slow endpoint
         type(self).received += 1
@@ -78,9 +86,22 @@ class _Sink(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"{}")
 
+    def _record(self, body: bytes) -> None:
+        encoding = self.headers.get("Content-Encoding")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "zstd":
+            import zstandard
+
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        doc = json.loads(body)
+        for run in [*doc.get("post", []), *doc.get("patch", [])]:
+            if run.get("end_time"):
+                type(self).complete.add(run["id"])
+
 
 def _serve(delay: float = 0.0) -> tuple[ThreadingHTTPServer, str]:
-    handler = type("H", (_Sink,), {"delay": delay, "received": 0})
+    handler = type("H", (_Sink,), {"delay": delay, "received": 0, "complete": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -143,7 +164,7 @@ def _throughput(n: int) -> list[Result]:
 _CHILD = """
 import json, os, sys, time
 sys.path.insert(0, {src!r})
-who, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+who, url, n, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[5])
 
 def rss():
     with open("/proc/self/statm") as fh:
@@ -157,12 +178,22 @@ if who == "tracestitch":
     exporter = BatchExporter(LangSmithSink(url, "k", timeout=3), spool=sys.argv[4],
                              max_queue_bytes=16 << 20, shutdown_timeout={shutdown})
     tracestitch.set_exporter(exporter)
+    # The sender imports these on its first request; the peer imports its HTTP stack at
+    # import time. Import them here so both baselines include the library code.
+    import http.client, ssl
+    from tracestitch.export.wire import zstd_available
+    if zstd_available():
+        import zstandard
 else:
     os.environ.update(LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=url, LANGSMITH_API_KEY="k")
     from langsmith import traceable
 
 @traceable
 def handler(i):
+    if work:  # a realistic request: some work of its own per traced call
+        until = time.perf_counter() + work
+        while time.perf_counter() < until:
+            pass
     return {{"echo": "x" * 200, "i": i}}
 
 for i in range(100):
@@ -179,11 +210,11 @@ print(json.dumps({{"growth": max(peak, rss()) - before, "stats": stats}}), flush
 """
 
 
-def _backpressure(who: str, url: str, n: int, cap: float) -> dict[str, Any]:
+def _backpressure(who: str, url: str, n: int, cap: float, work: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as spool:
         code = textwrap.dedent(_CHILD.format(src=SRC, shutdown=SHUTDOWN))
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, who, url, str(n), spool],
+            [sys.executable, "-c", code, who, url, str(n), spool, str(work)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -201,47 +232,82 @@ def _backpressure(who: str, url: str, n: int, cap: float) -> dict[str, Any]:
         data = json.loads(line) if line else {"growth": float("nan"), "stats": {}}
         data["exit_s"] = exit_s
         data["spool_files"] = len(os.listdir(spool))
+        if who == "tracestitch":
+            data["replayed_complete"] = _replay(spool)
         return data
+
+
+def _replay(spool: str) -> set[str]:
+    """The endpoint is back: a new process replays the spool; which runs arrive complete."""
+    from tracestitch.export.langsmith import LangSmithSink
+    from tracestitch.export.worker import BatchExporter
+
+    server, url = _serve()
+    exporter = BatchExporter(LangSmithSink(url, "k"), spool=spool)
+    assert exporter.spool is not None
+    exporter.spool.open()  # adopt the dead process's segments before looking at them
+    exporter.start()
+    idle = threading.Event()
+    for _ in range(3000):  # bounded: 30 s
+        if exporter.spool.stats.segments == 0 and not exporter.spool.pending():
+            break
+        idle.wait(0.01)
+    exporter.shutdown()
+    server.shutdown()
+    complete: set[str] = server.RequestHandlerClass.complete  # type: ignore[attr-defined]
+    return complete
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     n = 5000 if quick else 20_000
     results = _throughput(n)
     cap = 6.0 if quick else 10.0
-    slow_server, slow_url = _serve(delay=5.0)
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)
     unreachable = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
-    for scenario, url in (("unreachable", unreachable), ("slow 5s", slow_url)):
-        figures = {w: _backpressure(w, url, 20_000, cap) for w in ("tracestitch", "langsmith")}
-        ours, peer = figures["tracestitch"], figures["langsmith"]
-        s = ours["stats"]
-        results.append(
-            Result(
-                "backpressure",
-                f"{scenario} tracestitch",
-                {
-                    "rss_growth_mib": ours["growth"] / 2**20,
-                    "exit_s": ours["exit_s"],
-                    "spooled": s.get("spooled", 0),
-                    "dropped": s.get("dropped", 0),
-                    "queued_mib": s.get("bytes_queued", 0) / 2**20,
-                },
-                {
-                    "rss_vs_ls": ours["growth"] / max(peer["growth"], 1),
-                    "exit_vs_ls": ours["exit_s"] / peer["exit_s"] if peer["exit_s"] else 0.0,
-                },
+    for work, rate in ((0.0, "tight loop"), (50e-6, "50us/call")):
+        for scenario in ("unreachable", "slow 5s"):
+            figures: dict[str, dict[str, Any]] = {}
+            arrived: set[str] = set()
+            for who in ("tracestitch", "langsmith"):
+                # A server of its own for each, so one's runs are not counted for the other.
+                slow_server, slow_url = _serve(delay=5.0)
+                url = unreachable if scenario == "unreachable" else slow_url
+                figures[who] = _backpressure(who, url, 20_000, cap, work)
+                slow_server.shutdown()
+                if who == "tracestitch":
+                    handler: Any = slow_server.RequestHandlerClass
+                    arrived = figures[who]["replayed_complete"] | handler.complete
+            ours, peer = figures["tracestitch"], figures["langsmith"]
+            s = ours["stats"]
+            traced = 20_000 + 100  # the measured runs and the warm-up
+            ratios = {"rss_vs_ls": ours["growth"] / max(peer["growth"], 1)}
+            if peer["exit_s"] != float("inf"):
+                ratios["exit_vs_ls"] = ours["exit_s"] / peer["exit_s"]
+            results.append(
+                Result(
+                    "backpressure",
+                    f"{scenario} {rate} tracestitch",
+                    {
+                        "rss_growth_mib": ours["growth"] / 2**20,
+                        "exit_s": ours["exit_s"],
+                        "spooled": s.get("spooled", 0),
+                        "coalesced": s.get("coalesced", 0),
+                        "dropped": s.get("dropped", 0),
+                        "lost": traced - len(arrived),
+                        "queued_mib": s.get("bytes_queued", 0) / 2**20,
+                    },
+                    ratios,
+                )
             )
-        )
-        results.append(
-            Result(
-                "backpressure",
-                f"{scenario} langsmith",
-                {"rss_growth_mib": peer["growth"] / 2**20, "exit_s": peer["exit_s"]},
+            results.append(
+                Result(
+                    "backpressure",
+                    f"{scenario} {rate} langsmith",
+                    {"rss_growth_mib": peer["growth"] / 2**20, "exit_s": peer["exit_s"]},
+                )
             )
-        )
-    slow_server.shutdown()
     blackhole.close()
     return [asdict(r) for r in results]
 
@@ -250,4 +316,7 @@ if __name__ == "__main__":
     print(machine())
     rows = run(quick="--quick" in sys.argv)
     print_table([Result(**r) for r in rows])
-    print(f"(exit capped; inf = still running at the cap; shutdown timeout {SHUTDOWN} s)")
+    print(
+        f"(exit capped; inf = still running at the cap, no exit ratio then; shutdown timeout "
+        f"{SHUTDOWN} s; lost = traced runs that never arrived complete, after the spool's replay)"
+    )

@@ -15,7 +15,7 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -227,3 +227,13 @@ def ingest_server(multipart: bool = False) -> Iterator[IngestServer]:
     finally:
         server.capture.event.set()
         server.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll a condition a worker thread makes true (bounded; not a sleep standing in for one)."""
+    event = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        event.wait(0.01)
+    return False

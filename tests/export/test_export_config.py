@@ -13,6 +13,7 @@ import pytest
 from tracestitch import RunTree, exporter
 from tracestitch.export import config
 from tracestitch.export.console import ConsoleSink
+from tracestitch.export.deferred import DeferredExporter
 from tracestitch.export.file import FileSink
 from tracestitch.export.langsmith import LangSmithSink
 from tracestitch.export.wire import dumps, serialize_run
@@ -27,7 +28,10 @@ def test_env_names_a_destination_and_keys_stay_private(tmp_path: Path) -> None:
         "TRACESTITCH_SHUTDOWN_TIMEOUT": "0.5",
     }
     assert config.install_from_env(env)
-    built = exporter.get_exporter()
+    stand_in = exporter.get_exporter()
+    assert isinstance(stand_in, DeferredExporter)  # built on a thread, not on this path
+    built = stand_in.wait(10)
+    assert exporter.get_exporter() is built  # it took the stand-in's place in the slot
     assert isinstance(built, BatchExporter) and isinstance(built.sink, LangSmithSink)
     assert built.shutdown_timeout == 0.5 and built.spool is not None
     assert "sk-secret" not in repr(built)

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from export_helpers import ingest_server
+from export_helpers import ingest_server, wait_for
 
 from tracestitch.export.langsmith import LangSmithSink
 from tracestitch.export.spool import Spool, decode_records, encode_record
@@ -117,19 +117,8 @@ def test_sigkilled_process_spool_is_replayed_by_the_next(tmp_path: Path) -> None
     assert list(spool_dir.glob("*.open")), "the killed process's segment is still open"
     with ingest_server() as server:
         exporter = BatchExporter(LangSmithSink(server.url), spool=spool_dir).start()
-        deadline_ok = _wait(lambda: server.capture.received_ids() >= ids)
+        deadline_ok = wait_for(lambda: server.capture.received_ids() >= ids)
         exporter.shutdown()
         assert deadline_ok, (exporter.stats(), len(server.capture.received_ids()))
         assert server.capture.received_ids() == ids and not server.capture.errors
         assert exporter.stats()["replayed"] == 200
-
-
-def _wait(predicate: object, timeout: float = 10.0) -> bool:
-    import threading
-
-    event = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():  # type: ignore[operator]
-            return True
-        event.wait(0.01)
-    return False

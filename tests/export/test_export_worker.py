@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from export_helpers import ingest_server
+from export_helpers import ingest_server, wait_for
 
 from tracestitch import RunTree
 from tracestitch.export.langsmith import LangSmithSink
@@ -101,17 +101,26 @@ def test_post_and_patch_of_one_run_become_one_post() -> None:
     exporter.shutdown()
 
 
-def test_patch_of_a_run_posted_complete_is_skipped() -> None:
+def test_patch_after_a_complete_post_still_carries_later_changes() -> None:
+    # A run can change after end() and after its post left: an error recorded by trace()'s
+    # exit, metadata added late. The patch must go out, or that is lost.
+    import orjson
+
     sink = ListSink()
     exporter = BatchExporter(sink, flush_interval=5)
     run = finished_run(1, exporter)
     run.post()
     assert exporter.flush(5)
+    run.add_metadata({"late": True})
+    run.end(error="ValueError: boom")
     run.patch()
     assert exporter.flush(5)
-    assert len(sink.ids) == 1
+    assert sink.ids == [str(run.id), str(run.id)]
+    last = orjson.loads(sink.batches[-1][-1].body)
+    assert last["error"] == "ValueError: boom"
+    assert last["extra"]["metadata"]["late"] is True
     stats = exporter.stats()
-    assert stats["coalesced"] == 1 and invariant(stats)
+    assert stats["coalesced"] == 0 and invariant(stats)
     exporter.shutdown()
 
 
@@ -146,7 +155,7 @@ def test_retry_delays_exponential_with_jitter_then_spool(tmp_path: Path) -> None
     offset[0] += 3.7  # the sink is back: the probe succeeds and the spool is replayed
     finished_run(4, exporter).post()
     assert exporter.flush(5)
-    assert _wait_for(lambda: exporter.stats()["replayed"] == 3)
+    assert wait_for(lambda: exporter.stats()["replayed"] == 3)
     assert sorted(sink.ids) == sorted({*sink.ids}) and len(sink.ids) == 4
     exporter.shutdown()
 
@@ -248,7 +257,7 @@ def test_sink_down_under_load_then_up_delivers_each_run_exactly_once(tmp_path: P
         for run in runs[2500:]:
             run.post()
         assert exporter.flush(10)
-        assert _wait_for(lambda: len(server.capture.runs) == 3000, 20), (
+        assert wait_for(lambda: len(server.capture.runs) == 3000, 20), (
             exporter.stats(),
             len(server.capture.runs),
         )
@@ -291,12 +300,3 @@ def test_repr_and_errors_never_show_the_api_key() -> None:
         sink.send([])
     assert "sk-very" not in str(info.value)
     exporter.shutdown()
-
-
-def _wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    event = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():  # type: ignore[operator]
-            return True
-        event.wait(0.01)  # polling a condition the worker sets
-    return False

@@ -8,14 +8,19 @@ TLS) handshake per batch.
 
 from __future__ import annotations
 
-import http.client
 import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tracestitch.export.sink import DeliveryError
+
+if TYPE_CHECKING:
+    import http.client
+
+# http.client and ssl (~10 ms of imports together) are imported by the first request, on the
+# sender thread, not when a sink is built (which may happen on a request's path).
 
 __all__ = ["HTTPTarget", "Response"]
 
@@ -25,6 +30,13 @@ class Response:
     status: int
     headers: http.client.HTTPMessage
     body: bytes
+
+    def raise_for_status(self, accept: tuple[int, ...] = ()) -> None:
+        """Raise the :class:`DeliveryError` a non-2xx answer (not in ``accept``) means."""
+        if 200 <= self.status < 300 or self.status in accept:
+            return
+        detail = self.body[:200].decode("utf-8", "replace")
+        raise DeliveryError.from_status(self.status, detail, self.headers.get("Retry-After"))
 
 
 class HTTPTarget:
@@ -49,8 +61,12 @@ class HTTPTarget:
         return f"HTTPTarget({self.url!r})"
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client
+
         conn: http.client.HTTPConnection
         if self.scheme == "https":
+            import ssl
+
             conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
             )
@@ -68,12 +84,18 @@ class HTTPTarget:
         if conn is not None:
             conn.close()
 
+    def reset_after_fork(self) -> None:
+        """Forget the connection inherited from the parent (its socket is the parent's)."""
+        self._conn = None
+
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """POST ``body``; a connection-level failure raises a retryable :class:`DeliveryError`.
 
         A kept-alive connection the server has since closed fails on reuse before the server
         read anything, so that one case is retried at once on a fresh connection.
         """
+        import http.client
+
         full_path = self.base_path + path
         for fresh_retry in (False, True):
             reused = self._conn is not None

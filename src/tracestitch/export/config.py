@@ -2,9 +2,13 @@
 
 ``configure(...)`` builds the sinks, wraps them in :class:`BatchExporter` s and installs the
 result with :func:`tracestitch.exporter.set_exporter`; it also sets the default project and
-the enabled flag (:func:`tracestitch.context.set_defaults`). :func:`install_from_env` registers
-a *lazy* factory instead, so importing tracestitch starts no thread: the exporter is built on
-the first run that ends.
+the enabled flag (:func:`tracestitch.context.set_defaults`). :func:`install_from_env`, called
+by ``import tracestitch``, only reads the environment and registers a *lazy* factory: importing
+starts no thread, touches no disk and imports none of the export machinery (this module's
+imports are the core's and the standard library's). The factory runs on the first run handed
+over, on that request's path, so it only starts a thread that builds the exporter (imports,
+sinks) and holds the runs meanwhile (:class:`~tracestitch.export.deferred.DeferredExporter`);
+the spool directory is scanned and the endpoint connected on the exporter's worker threads.
 
 Environment (the ``TRACESTITCH_*`` names win over the LangSmith ones, which are honoured so an
 app configured for LangSmith works unchanged):
@@ -39,19 +43,20 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from tracestitch import exporter as exporter_slot
 from tracestitch.context import set_defaults
-from tracestitch.export.sink import Sink
-from tracestitch.export.worker import BatchExporter, FanoutExporter
 from tracestitch.exporter import Exporter, NoopExporter, set_exporter, set_exporter_factory
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tracestitch.export.sink import Sink
+    from tracestitch.export.worker import BatchExporter
 
 __all__ = ["configure", "exporter_from_env", "install_from_env"]
 
@@ -72,6 +77,8 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _default_spool_root() -> Path:
+    from pathlib import Path  # ~7 ms to import: not at `import tracestitch`
+
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "tracestitch" / "spool"
 
@@ -81,6 +88,9 @@ def _spool_for(spool_dir: str | os.PathLike[str] | None, key: str) -> Path | Non
     endpoint must never be replayed to another."""
     if spool_dir is None:
         return None
+    import hashlib
+    from pathlib import Path
+
     root = _default_spool_root() if spool_dir == _AUTO else Path(spool_dir)
     return root / hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -115,8 +125,10 @@ def configure(
     ... # doctest: +SKIP
     """
     from tracestitch.export.console import ConsoleSink
+    from tracestitch.export.fanout import FanoutExporter
     from tracestitch.export.file import FileSink
     from tracestitch.export.langsmith import LangSmithSink
+    from tracestitch.export.worker import BatchExporter
 
     set_defaults(enabled=enabled, project_name=project)
     exporters: list[BatchExporter] = []
@@ -145,7 +157,7 @@ def configure(
     for i, extra in enumerate(sinks or ()):
         exporters.append(batch(extra, f"sink {i} {extra!r}"))
     for exporter in exporters:
-        exporter.start()  # replays what a previous process left in the spool
+        exporter.start()  # its sender replays what a previous process left in the spool
     result: Exporter
     if not exporters:
         result = NoopExporter()  # only defaults were configured
@@ -195,6 +207,8 @@ def _settings_from_env(env: Mapping[str, str]) -> dict[str, Any] | None:
     extra: dict[str, str | None] = {}
     raw_extra = env.get("LANGSMITH_RUNS_ENDPOINTS")
     if raw_extra:
+        import orjson
+
         try:
             parsed = orjson.loads(raw_extra)
             if isinstance(parsed, dict):
@@ -233,17 +247,34 @@ def exporter_from_env(env: Mapping[str, str] | None = None) -> Exporter | None:
 
 def install_from_env(env: Mapping[str, str] | None = None) -> bool:
     """Register a lazy factory for the exporter the environment describes (built on first
-    use, so importing starts no thread). Returns whether the environment named a destination.
+    use). Returns whether the environment named a destination.
 
-    Called by ``import tracestitch``; harmless to call again.
+    Called by ``import tracestitch``, so it must stay cheap and safe: it reads the
+    environment, registers a factory and does nothing else (no thread, no disk, no socket, no
+    heavy import), and never raises (a bad environment is logged and ignored). Calling it again
+    registers a fresh factory in place of the installed exporter.
     """
-    environ = os.environ if env is None else env
-    settings = _settings_from_env(environ)
+    try:
+        settings = _settings_from_env(os.environ if env is None else env)
+    except Exception:  # never break `import tracestitch` over an odd environment
+        logger.exception("tracestitch: could not read the export settings from the environment")
+        return False
     if settings is None:
         return False
 
     def factory() -> Exporter:
-        return configure(install=False, **settings)
+        # On the first request's path: hand back a stand-in at once and build on a thread.
+        from tracestitch.export.deferred import DeferredExporter
+
+        def build() -> Exporter:
+            return configure(install=False, **settings)
+
+        def on_ready(real: Exporter) -> None:
+            if exporter_slot._exporter is stand_in:  # not replaced meanwhile by the app
+                exporter_slot._exporter = real
+
+        stand_in = DeferredExporter(build, on_ready)
+        return stand_in
 
     set_exporter_factory(factory)
     return True

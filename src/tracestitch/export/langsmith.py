@@ -119,7 +119,7 @@ class LangSmithSink:
     def reset_after_fork(self) -> None:
         """Forget connections inherited from the parent (their sockets are the parent's)."""
         for endpoint in self._endpoints:
-            endpoint.target._conn = None
+            endpoint.target.reset_after_fork()
 
     # ------------------------------------------------------------------ internals
 
@@ -149,7 +149,7 @@ class LangSmithSink:
             self._send_to(endpoint, ops[:half])
             self._send_to(endpoint, ops[half:])
             return
-        self._check(resp)
+        resp.raise_for_status(accept=(409,))  # 409: the server has these runs already
 
     def _post(self, endpoint: _Endpoint, path: str, body: bytes, ctype: str) -> Response:
         encoding = None
@@ -163,10 +163,3 @@ class LangSmithSink:
             logger.warning("tracestitch: %r refused %s; sending uncompressed", endpoint, encoding)
             resp = endpoint.target.post(path, body, endpoint.headers(ctype, None))
         return resp
-
-    @staticmethod
-    def _check(resp: Response) -> None:
-        if 200 <= resp.status < 300 or resp.status == 409:
-            return  # 409: the server has these runs already, which is what we wanted
-        detail = resp.body[:200].decode("utf-8", "replace")
-        raise DeliveryError.from_status(resp.status, detail, resp.headers.get("Retry-After"))

@@ -23,7 +23,6 @@ from typing import Any
 
 from tracestitch import ids
 from tracestitch.export._http import HTTPTarget
-from tracestitch.export.sink import DeliveryError
 from tracestitch.export.wire import WireOp, compress, dumps
 
 __all__ = ["OTLPSink", "build_request"]
@@ -222,17 +221,15 @@ class OTLPSink:
             body = compress(body, "gzip")
             headers["Content-Encoding"] = "gzip"
         resp = self._target.post("/v1/traces", body, headers)
-        if not 200 <= resp.status < 300:
-            # OTLP/HTTP: 429, 502, 503, 504 are the retryable ones; 500 is not, but one
-            # more attempt costs little, so the shared rule (5xx retryable) applies.
-            detail = resp.body[:200].decode("utf-8", "replace")
-            raise DeliveryError.from_status(resp.status, detail, resp.headers.get("Retry-After"))
+        # OTLP/HTTP: 429, 502, 503, 504 are the retryable ones; 500 is not, but one more
+        # attempt costs little, so the shared rule (5xx retryable) applies.
+        resp.raise_for_status()
 
     def close(self) -> None:
         self._target.close()
 
     def reset_after_fork(self) -> None:
-        self._target._conn = None
+        self._target.reset_after_fork()
 
 
 def decode_request(body: bytes) -> Any:

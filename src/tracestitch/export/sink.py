@@ -20,7 +20,6 @@ Example (a sink that just counts)::
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -94,6 +93,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # rare (HTTP dates), and ~10 ms to import: only when needed
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

@@ -7,9 +7,13 @@ segment is fsynced, closed and renamed ``*.seg``. Replay claims the oldest segme
 (atomic, so two processes sharing the directory never replay one segment twice), sends it, and
 deletes it; a failed replay renames it back.
 
-Records are written with one ``os.write`` and no userspace buffer, so a ``SIGKILL`` loses
-nothing already appended: the next process finds the dead writer's ``*.open`` segment and
-replays it. A torn tail (a kill mid-write) fails its CRC and is counted, never mis-read.
+An append writes its records with one ``os.write`` per segment and no userspace buffer, so a
+``SIGKILL`` loses nothing an append has returned for: the next process finds the dead writer's
+``*.open`` segment and replays it. A torn tail (a kill mid-write) fails its CRC and is
+counted, never mis-read.
+
+Constructing a spool touches no disk; the directory is created and scanned on first use
+(:meth:`Spool.open`, which the exporter calls on its worker thread).
 
 When the spool would exceed ``max_bytes`` the oldest segments are deleted and their records
 counted as dropped.
@@ -77,25 +81,31 @@ class Claim:
 
 
 def encode_record(op: WireOp) -> bytes:
-    parts = [("", op.body)]
-    header = orjson.dumps(
-        {
-            "k": op.kind,
-            "id": op.run_id,
-            "t": op.trace_id,
-            "w": op.weight,
-            "p": [[name, len(data)] for name, data in parts],
-            "a": [[name, mime, len(data)] for name, (mime, data) in op.attachments.items()],
-        }
-    )
-    payload = b"".join(
-        [
-            _HEADER_LEN.pack(len(header)),
-            header,
-            *(data for _, data in parts),
-            *(data for _, data in op.attachments.values()),
-        ]
-    )
+    ids = op.run_id + op.trace_id + op.kind
+    if op.attachments or not ids.isascii() or '"' in ids or "\\" in ids:
+        header = orjson.dumps(
+            {
+                "k": op.kind,
+                "id": op.run_id,
+                "t": op.trace_id,
+                "w": op.weight,
+                "p": [["", len(op.body)]],
+                "a": [[name, mime, len(data)] for name, (mime, data) in op.attachments.items()],
+            }
+        )
+        blobs = [op.body, *(data for _, data in op.attachments.values())]
+    else:
+        # The common case, formatted directly (the spooling hot path): kind and ids are
+        # plain ASCII tokens (post/patch, UUID strings) that need no JSON escaping.
+        header = b'{"k":"%s","id":"%s","t":"%s","w":%d,"p":[["",%d]],"a":[]}' % (
+            op.kind.encode(),
+            op.run_id.encode(),
+            op.trace_id.encode(),
+            op.weight,
+            len(op.body),
+        )
+        blobs = [op.body]
+    payload = b"".join([_HEADER_LEN.pack(len(header)), header, *blobs])
     return _FRAME.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -164,7 +174,6 @@ class Spool:
         on_drop: Callable[[int, str], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.segment_bytes = max(1024, min(segment_bytes, max_bytes // 4 or 1024))
         self._on_drop = on_drop
@@ -176,12 +185,23 @@ class Spool:
         self._seq = 0
         self._pid = os.getpid()
         self.stats = SpoolStats()
-        self.recover()
+        self._opened = False
 
     def __repr__(self) -> str:
         return f"Spool({str(self.directory)!r}, max_bytes={self.max_bytes})"
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def open(self) -> Spool:
+        """Create the directory and adopt what dead processes left (:meth:`recover`). Done
+        once, on first use: constructing a spool touches no disk, so building an exporter on
+        a request's path costs no directory scan. The exporter calls it on its worker thread.
+        """
+        if not self._opened:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._opened = True
+            self.recover()
+        return self
 
     def _segments(self) -> list[Path]:
         """Closed segments, oldest first (names start with a zero-padded ns timestamp)."""
@@ -200,6 +220,8 @@ class Spool:
         """Make segments left by dead writers (``*.open``) and dead replayers (``*.claim-PID``)
         replayable again; returns how many were recovered."""
         recovered = 0
+        if not self._opened:
+            self.open()  # which recovers
         with self._lock:
             for path in self.directory.glob("*.open"):
                 if path == self._open_path or not self._writer_dead(path):
@@ -279,30 +301,44 @@ class Spool:
 
     def append(self, ops: Iterable[WireOp]) -> int:
         """Write ``ops``; returns how many were kept (the rest could not fit and were counted
-        as dropped)."""
+        as dropped). The records bound for one segment go out in one ``os.write``."""
         records = [encode_record(op) for op in ops]
         if not records:
             return 0
+        if not self._opened:
+            self.open()
         kept = 0
+        pending: list[bytes] = []
         with self._lock:
             if os.getpid() != self._pid:
                 self._after_fork()
             for record in records:
                 if self._fd is None or self._open_bytes + len(record) > self.segment_bytes:
+                    self._write(pending)
                     self._close_segment()
                     self._open_segment()
                 if self.stats.bytes + len(record) > self.max_bytes:
                     self._make_room(len(record))
                 if self.stats.bytes + len(record) > self.max_bytes:
                     break  # larger than the whole spool allows, even when empty
-                assert self._fd is not None
-                os.write(self._fd, record)
+                pending.append(record)
                 self._open_bytes += len(record)
                 self._open_records += 1
                 self.stats.bytes += len(record)
                 kept += 1
+            self._write(pending)
             self.stats.written += kept
         return kept
+
+    def _write(self, records: list[bytes]) -> None:
+        """Append ``records`` (then forget them) to the open segment, unbuffered."""
+        if not records:
+            return
+        assert self._fd is not None
+        view = memoryview(b"".join(records))
+        records.clear()
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     # ------------------------------------------------------------------ replay
 
@@ -312,6 +348,8 @@ class Spool:
 
     def claim_oldest(self) -> Claim | None:
         """Take the oldest segment for replay (closing the open one if it is all there is)."""
+        if not self._opened:
+            self.open()
         with self._lock:
             segments = self._segments()
             if not segments and self._open_records:
@@ -345,6 +383,8 @@ class Spool:
 
     def iter_all(self) -> Iterator[WireOp]:
         """Every record now in the spool, without claiming anything (for tools and tests)."""
+        if not self.directory.is_dir():
+            return
         paths: Sequence[Path] = [*self._segments(), *sorted(self.directory.glob("*.open"))]
         for path in paths:
             with contextlib.suppress(OSError):

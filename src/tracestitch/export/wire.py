@@ -20,7 +20,6 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import gzip
 import os
 import pathlib
 import uuid
@@ -316,12 +315,15 @@ def multipart_body(ops: Sequence[WireOp], boundary: str | None = None) -> tuple[
 
 
 def zstd_available() -> bool:
-    """Whether the optional ``zstandard`` package can be imported."""
+    """Whether the optional ``zstandard`` package is installed (found, not imported: a sink
+    may be built on a request's path, and the import happens on the worker when it compresses).
+    """
+    import importlib.util
+
     try:
-        import zstandard  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("zstandard") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def compress(body: bytes, encoding: str) -> bytes:
@@ -330,6 +332,8 @@ def compress(body: bytes, encoding: str) -> bytes:
     gzip at level 1: run JSON compresses ~5x even there, and level 6 costs 4x the CPU.
     """
     if encoding == "gzip":
+        import gzip
+
         return gzip.compress(body, compresslevel=1, mtime=0)
     if encoding == "zstd":
         import zstandard

@@ -1,0 +1,175 @@
+"""The export worker's shared ledger: one lock, the counters, drops, and the stop signals.
+
+Every submitted operation is *settled* exactly once, as sent, spooled, dropped, rejected or
+coalesced, so ``submitted == settled + pending`` always holds and ``flush`` can wait for a
+target count. The request path (:mod:`~tracestitch.export.intake`), the batcher, the sender and
+the lifecycle methods all account here, under :attr:`Ledger.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tracestitch._guard import report
+
+if TYPE_CHECKING:
+    from tracestitch.export.spool import Spool
+    from tracestitch.export.wire import WireOp
+
+__all__ = ["COUNTERS", "Ledger", "report_internal"]
+
+logger = logging.getLogger("tracestitch.export")
+
+COUNTERS = (
+    "sent",
+    "retried",
+    "spooled",
+    "replayed",
+    "dropped",
+    "rejected",
+    "coalesced",
+    "merged",
+    "spool_dropped",
+    "batches",
+    "requests_failed",
+)
+
+
+def report_internal(site: str, exc: BaseException) -> None:
+    """Count and log an internal error on a worker thread. Under strict mode ``report``
+    re-raises, which would end the thread for good; tests see it via ``internal_errors()``."""
+    with contextlib.suppress(Exception):
+        report(site, exc)
+
+
+class Ledger:
+    """Counters and the state every stage shares; see the module docstring.
+
+    ``mem_bytes`` is the serialized bytes held in memory (open batch, waiting batches, the one
+    being sent). ``stop`` ends the threads; ``spool_at`` is the shutdown deadline after which
+    nothing more is attempted and whatever is left goes to the spool.
+    """
+
+    def __init__(
+        self, spool: Spool | None, clock: Callable[[], float], warn_interval: float
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.warn_interval = warn_interval
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.wake = threading.Event()  # pokes the batcher
+        self.stop = threading.Event()
+        self.spool_at: float | None = None
+        self.closed = False
+        self.submitted = 0
+        self.settled = 0
+        self.mem_bytes = 0
+        self.flush_waiters = 0
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.drop_reasons: dict[str, int] = {}
+        self._last_warn = -1e18
+        self._drops_since_warn = 0
+
+    # ------------------------------------------------------------------ signals
+
+    def stopping(self) -> bool:
+        """Past the shutdown deadline: spool, do not send."""
+        return self.spool_at is not None and self.clock() >= self.spool_at
+
+    def urgent(self) -> bool:
+        """Someone waits (flush or shutdown): close batches now rather than on the interval."""
+        return self.flush_waiters > 0 or self.spool_at is not None
+
+    # ------------------------------------------------------------------ counting
+
+    def settle(self, weight: int, counter: str, n: int | None = None) -> None:
+        """Record ``weight`` submitted operations as finished. Caller holds :attr:`lock`."""
+        self.settled += weight
+        self.counts[counter] += weight if n is None else n
+        if self.flush_waiters:
+            self.cond.notify_all()
+
+    def count(self, counter: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[counter] += n
+
+    def drop(self, weight: int, reason: str, *, settle: bool = True) -> None:
+        """Count ``weight`` operations as dropped for ``reason``; warn, rate-limited."""
+        with self.lock:
+            if settle:
+                self.settle(weight, "dropped")
+            else:
+                self.counts["spool_dropped"] += weight
+            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + weight
+            self._drops_since_warn += weight
+            now = self.clock()
+            if now - self._last_warn < self.warn_interval:
+                return
+            self._last_warn = now
+            dropped, self._drops_since_warn = self._drops_since_warn, 0
+            totals = dict(self.drop_reasons)
+        logger.warning(
+            "tracestitch: dropped %d run operation(s) (latest reason: %s; totals %s); "
+            "see exporter.stats()",
+            dropped,
+            reason,
+            totals,
+        )
+
+    def spool_dropped(self, weight: int, reason: str) -> None:
+        """The spool deleted ``weight`` operations to make room. They were settled as spooled
+        already: counted (and warned about), not settled a second time."""
+        self.drop(weight, reason, settle=False)
+
+    def to_spool(self, batch: list[WireOp], size: int, *, in_memory: bool = True) -> None:
+        """Write ``batch`` to the spool (or drop it, counted, when there is none or it fails);
+        ``in_memory``: its ``size`` bytes were counted in :attr:`mem_bytes` until now."""
+        weight = sum(op.weight for op in batch)
+        kept = 0
+        if self.spool is not None:
+            try:
+                kept = self.spool.append(batch)
+            except Exception as exc:
+                report_internal("export.spool", exc)
+        with self.lock:
+            if in_memory:
+                self.mem_bytes -= size
+            kept_weight = sum(op.weight for op in batch[:kept])
+            self.settle(kept_weight, "spooled")
+        if kept < len(batch):
+            self.drop(weight - kept_weight, "spool unavailable" if self.spool else "no spool")
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_settled(self, target: int, deadline: float) -> bool:
+        """Block until ``target`` operations are settled or ``deadline`` (on :attr:`clock`)
+        passes; pokes the batcher so an open batch closes at once."""
+        with self.lock:
+            if self.settled >= target:
+                return True
+            self.flush_waiters += 1
+        self.wake.set()
+        try:
+            with self.lock:
+                while self.settled < target:
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        return False
+                    self.cond.wait(min(remaining, 0.05))
+                    self.wake.set()
+                return True
+        finally:
+            with self.lock:
+                self.flush_waiters -= 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters (caller adds queue and spool figures). Caller holds :attr:`lock`."""
+        result: dict[str, Any] = {"submitted": self.submitted, **self.counts}
+        result["drop_reasons"] = dict(self.drop_reasons)
+        result["pending"] = self.submitted - self.settled
+        return result

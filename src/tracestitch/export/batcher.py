@@ -1,0 +1,232 @@
+"""The batcher thread: queued runs in, serialized batches out (to the sender, or the spool).
+
+It takes queued operations from the :class:`~tracestitch.export.intake.Intake` in chunks
+(bigger ones when it is behind, so a burst costs fewer lock round trips), serializes each run
+(``RunTree.to_wire`` + orjson) into the open batch, and closes the batch on count, bytes or
+interval. Within the open batch a run's post absorbs its later patch (re-serialized, one op
+instead of two), and a patch of a run recently posted complete is skipped.
+
+A closed batch waits in memory for the sender while the waiting batches stay under half the
+byte bound; beyond that, or past the shutdown deadline, it goes to the spool, so a slow or dead
+sink costs disk, not memory, and never stops the batcher from draining submissions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from tracestitch.export.accounting import report_internal
+from tracestitch.export.wire import WireOp, serialize_run
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from uuid import UUID
+
+    from tracestitch.export.accounting import Ledger
+    from tracestitch.export.intake import Intake
+    from tracestitch.exporter import Op
+    from tracestitch.run_tree import RunTree
+
+__all__ = ["Batcher", "Handoff"]
+
+#: Queue length beyond which the batcher counts as behind and takes bigger chunks.
+_BIG_CHUNK = 2000
+
+
+class Handoff:
+    """Closed batches waiting for the sender, and the one being sent. Guarded by the
+    ledger's lock; the batcher appends, the sender pops, shutdown spools what is left."""
+
+    def __init__(self) -> None:
+        self.batches: deque[list[WireOp]] = deque()
+        self.bytes = 0
+        self.inflight: list[WireOp] | None = None
+
+    def push(self, batch: list[WireOp], size: int) -> None:
+        self.batches.append(batch)
+        self.bytes += size
+
+    def pop(self) -> list[WireOp]:
+        batch = self.batches.popleft()
+        self.bytes -= sum(op.size for op in batch)
+        self.inflight = batch
+        return batch
+
+    def release(self, batch: list[WireOp]) -> bool:
+        """Whether ``batch`` was still in flight (and is now ours to settle)."""
+        if self.inflight is batch:
+            self.inflight = None
+            return True
+        return False
+
+    def take_all(self) -> list[list[WireOp]]:
+        leftovers = list(self.batches)
+        self.batches.clear()
+        self.bytes = 0
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            leftovers.append(inflight)
+        return leftovers
+
+
+class Batcher:
+    """The batcher thread's state and loop; see the module docstring."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        intake: Intake,
+        handoff: Handoff,
+        *,
+        max_batch_size: int,
+        max_batch_bytes: int,
+        flush_interval: float,
+        max_queue_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ledger = ledger
+        self.intake = intake
+        self.handoff = handoff
+        self.max_batch_size = max_batch_size
+        self.max_batch_bytes = max_batch_bytes
+        self.flush_interval = flush_interval
+        self.max_queue_bytes = max_queue_bytes
+        self._clock = clock
+        self._open: dict[tuple[str, UUID], list[WireOp]] = {}
+        self._open_bytes = 0
+        self._open_count = 0
+        self._open_since = 0.0
+
+    def run(self) -> None:
+        ledger = self.ledger
+        while True:
+            try:
+                # Clear before looking at the queue: a submit racing with us then makes the
+                # wait below return at once instead of being missed.
+                ledger.wake.clear()
+                if not len(self.intake) and not ledger.stop.is_set():
+                    if not self._open:
+                        wait = self.flush_interval
+                    elif ledger.urgent():
+                        wait = 0.0
+                    else:
+                        wait = self._open_since + self.flush_interval - self._clock()
+                    if wait > 0:
+                        ledger.wake.wait(wait)
+                self.drain()
+                if self._open and (
+                    ledger.urgent() or self._clock() - self._open_since >= self.flush_interval
+                ):
+                    self.close_batch()
+                if ledger.stop.is_set() and not len(self.intake):
+                    self.final_spool()
+                    return
+            except Exception as exc:  # a bug here must not kill export for good
+                report_internal("export.batcher", exc)
+
+    def drain(self, limit: int = 10_000) -> None:
+        """Serialize up to ``limit`` queued operations into batches."""
+        done = 0
+        while done < limit:
+            chunk_size = _BIG_CHUNK if len(self.intake) > _BIG_CHUNK else self.max_batch_size
+            chunk = self.intake.take(min(chunk_size, limit - done))
+            if not chunk:
+                return
+            done += len(chunk)
+            serialized = 0
+            for op, run in chunk:
+                try:
+                    ops = self._serialize(op, run)
+                except Exception as exc:
+                    report_internal("export.serialize", exc)
+                    self.ledger.drop(1, "serialization failed")
+                    ops = []
+                serialized += sum(o.size for o in ops)
+                if (
+                    self._open_bytes >= self.max_batch_bytes
+                    or self._open_count >= self.max_batch_size
+                ):
+                    self.close_batch()
+            self.intake.observe(serialized, len(chunk))
+
+    def _serialize(self, op: Op, run: RunTree) -> list[WireOp]:
+        run_id = run.id  # the UUID itself: hashing it is cheaper than formatting it
+        if op == "patch":
+            key = ("post", run_id)
+            posted = self._open.get(key)
+            if posted is not None:
+                # The post is still here: re-serialize it now, after the patch was submitted,
+                # so it carries the run's final state, and send one op instead of two.
+                fresh = serialize_run("post", run, weight=posted[0].weight + 1)
+                self._replace_open(key, fresh)
+                self.ledger.count("merged")
+                return fresh
+            # A post already sent, even of an ended run, does not make the patch redundant:
+            # the run may have changed since (an error recorded after end(), late metadata).
+        ops = serialize_run(op, run)
+        self._add_open((op, run_id), ops)
+        return ops
+
+    def _add_open(self, key: tuple[str, UUID], ops: list[WireOp]) -> None:
+        if not self._open:
+            self._open_since = self._clock()
+        existing = self._open.get(key)
+        if existing is not None:  # the same op twice (a repeated post): keep one, settle both
+            ops[0].weight += existing[0].weight
+            self._replace_open(key, ops)
+            return
+        size = sum(o.size for o in ops)
+        self._open[key] = ops
+        self._open_count += len(ops)
+        self._open_bytes += size
+        with self.ledger.lock:
+            self.ledger.mem_bytes += size
+
+    def _replace_open(self, key: tuple[str, UUID], ops: list[WireOp]) -> None:
+        old = sum(o.size for o in self._open[key])
+        new = sum(o.size for o in ops)
+        self._open_count += len(ops) - len(self._open[key])
+        self._open[key] = ops
+        self._open_bytes += new - old
+        with self.ledger.lock:
+            self.ledger.mem_bytes += new - old
+
+    def close_batch(self) -> None:
+        batch = [op for ops in self._open.values() for op in ops]
+        size = self._open_bytes
+        self._open = {}
+        self._open_bytes = 0
+        self._open_count = 0
+        if not batch:
+            return
+        ledger, handoff = self.ledger, self.handoff
+        # With a spool, batches beyond an eighth of the bound wait on disk instead.
+        room = self.max_queue_bytes // (8 if ledger.spool is not None else 2)
+        with ledger.lock:
+            if not ledger.stopping() and (handoff.bytes + size <= room or not handoff.batches):
+                handoff.push(batch, size)
+                ledger.cond.notify_all()
+                return
+        if ledger.spool is not None:
+            ledger.to_spool(batch, size)
+            return
+        # No spool: hold the batch until the sender has room (submissions meanwhile fill the
+        # queue and are dropped, counted, at its bound).
+        with ledger.lock:
+            while handoff.bytes + size > room and handoff.batches and not ledger.stop.is_set():
+                ledger.cond.wait(0.1)
+            if not ledger.stop.is_set():
+                handoff.push(batch, size)
+                ledger.cond.notify_all()
+                return
+        ledger.to_spool(batch, size)
+
+    def final_spool(self) -> None:
+        """At shutdown: whatever is still in memory goes to the spool."""
+        if self._open:
+            self.close_batch()
+        with self.ledger.lock:
+            leftovers = self.handoff.take_all()
+        for batch in leftovers:
+            self.ledger.to_spool(batch, sum(op.size for op in batch))

@@ -1,0 +1,124 @@
+"""The request-path end of the export worker: a byte-bounded queue of unserialized runs.
+
+``put`` runs on the caller's thread inside ``Exporter.submit``: one lock, a deque append and a
+set lookup, no serialization. Two things keep it from filling up:
+
+- **Coalescing.** ``@traceable`` posts a run at start and patches it at end. A run's post is
+  serialized later, from the live run (``RunTree.to_wire``), so while that post still waits
+  here a patch of the same run adds nothing: the post will carry the end state. Such a patch
+  is settled as ``coalesced`` and not queued. The ids of runs whose post waits here are kept
+  under the queue's lock, and :meth:`Intake.take` removes them in the same critical section
+  that takes the posts, so there are only two orders: the patch sees the id (the post has not
+  been taken; whenever it is, the run has already ended, and the lock orders the two), or it
+  does not (the batcher took the post, maybe while the run was still open) and the patch is
+  queued as usual.
+- **An honest size.** What a queued run costs is estimated from what the batcher actually
+  serializes: a running average of bytes per operation times :data:`MEMORY_FACTOR` (a queued
+  ``RunTree`` holds its Python objects, measured at about 2.5 times its JSON size), clamped to
+  ``[MIN_ESTIMATE, MAX_ESTIMATE]``. The bound is checked against ``queued * estimate``, so a
+  change of estimate re-prices the whole queue instead of leaving stale charges behind.
+
+Unserialized runs get at most :data:`QUEUE_SHARE` of the exporter's byte bound, and never
+the last :data:`WORKING_RESERVE` bytes of it (though at least an eighth of it): the rest is
+for batches waiting for the sender and the worker's own working memory (allocator slack,
+buffers, a replayed segment), which measured ~5-6 MiB of RSS when a tight loop keeps the
+worker saturated (plus up to an eighth of the bound for batches waiting for a stuck
+sender). Serialized bytes held in memory count against the same bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tracestitch.export.accounting import Ledger
+    from tracestitch.exporter import Op
+    from tracestitch.run_tree import RunTree
+
+__all__ = ["MAX_ESTIMATE", "MEMORY_FACTOR", "MIN_ESTIMATE", "QUEUE_SHARE", "Intake"]
+
+#: Memory held by a queued run per byte of its serialized JSON (measured as RSS on
+#: ``@traceable`` runs: ~1.5 KB resident for ~0.6 KB of JSON).
+MEMORY_FACTOR = 2.5
+#: The share of the byte bound that unserialized runs may take.
+QUEUE_SHARE = 0.5
+#: RSS the worker needs beyond its queue when saturated (measured, see the docstring).
+WORKING_RESERVE = 8 << 20
+MIN_ESTIMATE = 256
+MAX_ESTIMATE = 1 << 20
+#: Weight of the newest sample in the running average.
+_SMOOTHING = 1 / 16
+
+
+class Intake:
+    """See the module docstring. ``max_bytes`` bounds estimated queued bytes plus the ledger's
+    serialized ``mem_bytes``."""
+
+    def __init__(self, ledger: Ledger, max_bytes: int, initial_estimate: int) -> None:
+        self._ledger = ledger
+        self._lock = ledger.lock
+        self.max_bytes = max_bytes
+        self._queue_max = max(
+            max_bytes // 8, min(int(max_bytes * QUEUE_SHARE), max_bytes - WORKING_RESERVE)
+        )
+        self.estimate = max(MIN_ESTIMATE, min(MAX_ESTIMATE, initial_estimate))
+        self._items: deque[tuple[Op, RunTree]] = deque()
+        # id() of each run whose post is queued. Identity, not run id: coalescing relies on
+        # *this object* being serialized later, and the queue keeps it alive (so its id()
+        # cannot be reused) until take() removes it from here.
+        self._posts: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        return len(self._items) * self.estimate
+
+    def put(self, op: Op, run: RunTree) -> str | None:
+        """Queue one operation; ``None`` if it was queued or coalesced, else why it was not
+        (the caller drops it, counted). Counts it as submitted either way."""
+        key = id(run)
+        ledger = self._ledger
+        with self._lock:
+            ledger.submitted += 1
+            if op == "patch" and key in self._posts:
+                ledger.settle(1, "coalesced")
+                return None
+            if ledger.closed:
+                return "exporter closed"
+            queued = (len(self._items) + 1) * self.estimate
+            if queued > self._queue_max or queued + ledger.mem_bytes > self.max_bytes:
+                return "queue full"
+            self._items.append((op, run))
+            if op == "post":
+                self._posts.add(key)
+        return None
+
+    def take(self, limit: int) -> list[tuple[Op, RunTree]]:
+        """Up to ``limit`` operations, oldest first; their posts can no longer absorb a patch."""
+        with self._lock:
+            items = self._items
+            chunk = [items.popleft() for _ in range(min(limit, len(items)))]
+            posts = self._posts
+            if posts:
+                for op, run in chunk:
+                    if op == "post":
+                        posts.discard(id(run))
+        return chunk
+
+    def observe(self, serialized_bytes: int, ops: int) -> None:
+        """Fold what ``ops`` operations really serialized to into the estimate (batcher only;
+        an int store, so the request path reads it without the lock)."""
+        if ops <= 0:
+            return
+        sample = serialized_bytes / ops * MEMORY_FACTOR
+        updated = self.estimate + (sample - self.estimate) * min(1.0, _SMOOTHING * ops)
+        self.estimate = int(max(MIN_ESTIMATE, min(MAX_ESTIMATE, updated)))
+
+    def clear(self) -> None:
+        """Forget everything (after a fork: the queue is the parent's)."""
+        with self._lock:
+            self._items.clear()
+            self._posts.clear()

@@ -1,0 +1,186 @@
+"""The sender thread: delivers batches to the sink, retries, and replays the spool.
+
+A batch is attempted up to ``RetryPolicy.max_attempts`` times with exponential backoff and
+jitter (``Retry-After`` honoured); one that exhausts them is spooled, and the sink then counts
+as *down*: until a probe succeeds, one attempt per backoff period (growing to ``max_delay``),
+everything else straight to the spool. Spooled segments are replayed, alternating with fresh
+batches while the sink is up so a steady load cannot starve the spool; a replay is also the
+probe that finds a sink back up when no new runs arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tracestitch.export.accounting import report_internal
+from tracestitch.export.retry import RetryPolicy
+from tracestitch.export.sink import DeliveryError, Sink
+
+if TYPE_CHECKING:
+    from tracestitch.export.accounting import Ledger
+    from tracestitch.export.batcher import Handoff
+    from tracestitch.export.spool import Claim
+    from tracestitch.export.wire import WireOp
+
+__all__ = ["Sender"]
+
+logger = logging.getLogger("tracestitch.export")
+
+
+class Sender:
+    """The sender thread's state and loop; see the module docstring."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        handoff: Handoff,
+        sink: Sink,
+        *,
+        retry: RetryPolicy,
+        idle_wait: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.ledger = ledger
+        self.handoff = handoff
+        self.sink = sink
+        self.retry = retry
+        self.idle_wait = idle_wait
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._failures = 0
+        self.down = False
+        self._next_probe = 0.0
+        self._logged_statuses: set[int | None] = set()
+
+    def run(self) -> None:
+        ledger, spool = self.ledger, self.ledger.spool
+        if spool is not None:
+            try:
+                spool.open()  # directory scan and recovery: here, never on a caller's thread
+            except Exception as exc:
+                report_internal("export.spool", exc)
+        replay_turn = False
+        while not ledger.stop.is_set():
+            try:
+                batch: list[WireOp] | None = None
+                with ledger.lock:
+                    if not self.handoff.batches and not self._replayable():
+                        ledger.cond.wait(self.idle_wait)
+                    if ledger.stop.is_set():
+                        return
+                    if self.handoff.batches and not (replay_turn and self._replayable()):
+                        batch = self.handoff.pop()
+                        ledger.cond.notify_all()
+                replay_turn = not replay_turn
+                if batch is not None:
+                    self._deliver(batch, None)
+                elif self._replayable() and spool is not None:
+                    claim = spool.claim_oldest()
+                    if claim is not None:
+                        self._deliver(claim.ops, claim)
+            except Exception as exc:
+                report_internal("export.sender", exc)
+
+    def _replayable(self) -> bool:
+        # Also while the sink is failing: a replay is then the probe that finds it back up
+        # (paced by the backoff in _deliver) even when no new runs arrive.
+        spool = self.ledger.spool
+        return (
+            spool is not None
+            and self.ledger.spool_at is None
+            and not self._waiting_to_probe()
+            and spool.pending()
+        )
+
+    def _waiting_to_probe(self) -> bool:
+        return self.down and self._clock() < self._next_probe
+
+    def _deliver(self, batch: list[WireOp], claim: Claim | None) -> None:
+        attempts = 0
+        size = sum(op.size for op in batch)
+        ledger = self.ledger
+        while True:
+            if ledger.stopping() or ledger.stop.is_set() or self._waiting_to_probe():
+                # Known down and not yet time to probe again: straight to the spool (a claim
+                # just goes back) rather than holding memory for a sink that is not there.
+                self._give_up(batch, claim, size)
+                return
+            attempts += 1
+            try:
+                self.sink.send(batch)
+            except DeliveryError as exc:
+                error: DeliveryError = exc
+            except Exception as exc:  # a sink bug: count it, retry like a connection error
+                report_internal("export.sink", exc)
+                error = DeliveryError(f"{type(exc).__name__} in sink")
+            else:
+                self._finish(batch, claim, size, "sent")
+                return
+            ledger.count("requests_failed")
+            self._log_failure(error)
+            if not error.retryable:
+                self._finish(batch, claim, size, "rejected")
+                return
+            self._failures += 1
+            delay = self.retry.delay(self._failures, error.retry_after, self._rand)
+            if self.down or attempts >= self.retry.max_attempts:
+                self.down = True
+                self._next_probe = self._clock() + delay
+                self._give_up(batch, claim, size)
+                return
+            ledger.count("retried")
+            self._sleep(delay)
+
+    def _finish(self, batch: list[WireOp], claim: Claim | None, size: int, outcome: str) -> None:
+        """``batch`` was delivered (``sent``) or refused for good (``rejected``)."""
+        ledger, spool = self.ledger, self.ledger.spool
+        if outcome == "sent":
+            self._failures = 0
+            self.down = False
+        if claim is not None and spool is not None:
+            # Replayed ops were settled when spooled; a refused one is acked too, since
+            # replaying a batch the sink refuses would loop forever.
+            spool.ack(claim)
+            with ledger.lock:
+                ledger.counts["replayed" if outcome == "sent" else "rejected"] += len(batch)
+                if outcome == "sent":
+                    ledger.counts["batches"] += 1
+            return
+        with ledger.lock:
+            if outcome == "sent":
+                ledger.counts["batches"] += 1
+            if self.handoff.release(batch):
+                ledger.mem_bytes -= size
+                ledger.settle(sum(op.weight for op in batch), outcome)
+            # else shutdown spooled it meanwhile: it is settled there; a repeat is harmless.
+
+    def _give_up(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
+        spool = self.ledger.spool
+        if claim is not None and spool is not None:
+            spool.release(claim)
+            return
+        with self.ledger.lock:
+            owned = self.handoff.release(batch)
+        if owned:
+            self.ledger.to_spool(batch, size)
+
+    def _log_failure(self, error: DeliveryError) -> None:
+        # Once per status (None: connection errors), so a long outage logs one line, not one
+        # per attempt; the counters keep the totals.
+        if error.status in self._logged_statuses:
+            return
+        self._logged_statuses.add(error.status)
+        level = logging.WARNING if error.retryable else logging.ERROR
+        logger.log(
+            level,
+            "tracestitch: export to %r failed (%s)%s; further failures like this are counted",
+            self.sink,
+            error,
+            ", retrying" if error.retryable else ", not retried",
+        )
