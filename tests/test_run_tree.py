@@ -319,3 +319,26 @@ def test_fast_constructors_match_the_keyword_constructor() -> None:
 def test_create_child_accepts_the_langsmith_run_id_keyword() -> None:
     run_id = uuid.uuid4()
     assert RunTree("r").create_child("c", run_id=run_id).id == run_id
+
+
+def test_to_wire_ids_match_str_even_from_upper_case_or_changed_fields() -> None:
+    upper = f"20240315T120000123456Z{str(uuid.uuid4()).upper()}"
+    parent = RunTree.from_dotted_order(upper)
+    assert parent is not None
+    child = parent.create_child("c")
+    wire = child.to_wire()
+    assert wire["trace_id"] == str(child.trace_id) and wire["trace_id"].islower()
+    assert wire["parent_run_id"] == str(parent.id)
+    assert wire["id"] == str(child.id)
+    child.id = uuid.uuid4()  # changed after construction: the order no longer says it
+    assert child.to_wire()["id"] == str(child.id)
+    assert datetime.fromisoformat(child.to_wire()["start_time"]) == child.start_time
+
+
+def test_dotted_order_given_to_the_constructor_decides_the_ids() -> None:
+    root = RunTree("root")
+    child = root.create_child("child")
+    copy = RunTree("copy", dotted_order=child.dotted_order)
+    assert (copy.id, copy.trace_id, copy.parent_run_id) == (child.id, root.id, root.id)
+    with pytest.raises(ValueError, match="do not match"):
+        RunTree("bad", dotted_order=child.dotted_order, id=uuid.uuid4())

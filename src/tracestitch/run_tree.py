@@ -263,12 +263,19 @@ class RunTree:
             )
             self.parent_run_id = None if parent_run_id is None else _as_uuid(parent_run_id)
             if dotted_order is not None:
+                # The order is the truth for ids not given (as from_dotted_order implies);
+                # ids given must agree with it, since exporters read them from the order.
+                _, _, order_trace, order_id, order_parent = ids.parse_dotted_order(dotted_order)
+                if id is None:
+                    self.id = order_id
+                if self.id != order_id or (
+                    trace_id is not None and _as_uuid(trace_id) != order_trace
+                ):
+                    raise ValueError("id/trace_id do not match the dotted_order given")
+                if self.parent_run_id is None:
+                    self.parent_run_id = order_parent
                 self.dotted_order = dotted_order
-                self.trace_id = (
-                    _as_uuid(trace_id)
-                    if trace_id is not None
-                    else uuid.UUID(dotted_order[ids.TIMESTAMP_LENGTH : ids.SEGMENT_LENGTH])
-                )
+                self.trace_id = order_trace
             else:
                 self.trace_id = self.id if trace_id is None else _as_uuid(trace_id)
                 self.dotted_order = ids.format_segment(self.start_time_us, self.id)
@@ -679,14 +686,30 @@ class RunTree:
             extra = {**extra, "metadata": self.metadata}
         if self.invocation_params:
             extra = {**extra, "invocation_params": self.invocation_params}
+        # Id strings come from the dotted order, which ends "{time}{id}" and starts with the
+        # trace id: slicing is cheaper than str(UUID). The int compare guards against a field
+        # changed after construction.
+        order = self.dotted_order
+        run_id = order[-36:]
+        if int(run_id.replace("-", ""), 16) != self.id.int:
+            run_id = str(self.id)
+        # An upstream order may spell its ids in upper case (accepted on parse): lower them.
+        trace_id = order[ids.TIMESTAMP_LENGTH : ids.SEGMENT_LENGTH].lower()
+        if int(trace_id.replace("-", ""), 16) != self.trace_id.int:
+            trace_id = str(self.trace_id)
+        parent_id = None
+        if self.parent_run_id is not None:
+            parent_id = order[-95:-59].lower()
+            if len(order) < 117 or int(parent_id.replace("-", ""), 16) != self.parent_run_id.int:
+                parent_id = str(self.parent_run_id)
         wire: dict[str, Any] = {
-            "id": str(self.id),
+            "id": run_id,
             "name": self.name,
             "run_type": self.run_type,
-            "start_time": ids.micros_to_datetime(self.start_time_us).isoformat(),
-            "trace_id": str(self.trace_id),
-            "dotted_order": self.dotted_order,
-            "parent_run_id": None if self.parent_run_id is None else str(self.parent_run_id),
+            "start_time": ids.format_iso(self.start_time_us),
+            "trace_id": trace_id,
+            "dotted_order": order,
+            "parent_run_id": parent_id,
             "session_name": self.project_name,
             "extra": extra,
             "tags": self.tags,
@@ -697,7 +720,7 @@ class RunTree:
             if self.serialized is not None:
                 wire["serialized"] = self.serialized
         if self.end_time_us is not None:
-            wire["end_time"] = ids.micros_to_datetime(self.end_time_us).isoformat()
+            wire["end_time"] = ids.format_iso(self.end_time_us)
         if self.outputs is not None:
             wire["outputs"] = self.outputs
         if self.error is not None:
