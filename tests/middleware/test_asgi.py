@@ -363,3 +363,32 @@ def test_fastapi_under_starlette_testclient_is_traced() -> None:
     run = runs.one("GET /items/{item_id}")
     assert run.metadata["service"] == "svc"
     assert run.metadata["server.address"] == "testserver:80"
+
+
+@pytest.mark.parametrize(("trust", "expected"), [(None, None), (True, ["elsewhere"])])
+async def test_callers_cannot_add_replicas_unless_trusted(
+    trust: bool | None, expected: list[str] | None
+) -> None:
+    # A replica makes this service write a copy of every run into the named project.
+    import json
+    from urllib.parse import quote
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        run = get_current_run_tree()
+        seen.append(run.replicas if run is not None else "no run")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    caller = RunTree("caller", metadata={"m": 1})
+    headers = dict(caller.to_headers())
+    replicas = quote(json.dumps([{"project_name": "elsewhere"}]))
+    headers["baggage"] += f",langsmith-replicas={replicas}"
+    options = {} if trust is None else {"trust_incoming": trust}
+    traced = TracingMiddleware(app, **options)
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    await call_asgi(traced, "/x", headers=raw)
+    replicas_seen = seen[0]
+    names = None if replicas_seen is None else [r["project_name"] for r in replicas_seen]
+    assert names == expected

@@ -36,6 +36,10 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname: it may resolve anywhere, so treat it as exposed
 
 
+#: A stored key shorter than this is damaged (ours are 43 characters).
+MIN_STORED_KEY_LENGTH = 16
+
+
 def resolve_api_key(host: str, api_key: str | None, db_path: Path, out: TextIO) -> str | None:
     """The key the collector will require (None = open), announcing the choice on ``out``."""
     if api_key:
@@ -51,14 +55,25 @@ def resolve_api_key(host: str, api_key: str | None, db_path: Path, out: TextIO) 
     key_file = db_path.parent / "api_key"
     if key_file.exists():
         key = key_file.read_text().strip()
+        # An empty or truncated file must never mean "open": refuse to start, say what to do.
+        if len(key) < MIN_STORED_KEY_LENGTH:
+            raise SystemExit(
+                f"tracestitch serve: {key_file} holds no usable API key; delete it to have a new "
+                "one generated, or pass --api-key KEY"
+            )
         print(f"{host} is not loopback: requiring the API key stored in {key_file}", file=out)
         return key
     key = secrets.token_urlsafe(32)
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0600 from the start (not chmod-ed after), so the key is never world-readable.
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written 0600 from the start (never world-readable) to a temporary name, then renamed:
+    # a crash mid-write leaves no half-written key file behind.
+    partial = key_file.with_name(f".api_key.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, key_file)
     print(
         f"{host} is not loopback, so an API key is required. Generated one (saved to {key_file}):"
         f"\n\n    {key}\n\nSend it as the x-api-key header (LANGSMITH_API_KEY for LangSmith SDKs).",

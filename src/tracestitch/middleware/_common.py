@@ -116,7 +116,7 @@ class MiddlewareOptions:
 
     ``trust_incoming`` is passed to :func:`tracestitch.propagation.extract` as ``trust``: what
     the caller's ``baggage`` may set here (``True``, ``False``, or a subset of
-    ``{"metadata", "tags", "project", "replicas"}``).
+    ``{"metadata", "tags", "project", "replicas"}``; default: all but ``replicas``).
 
     ``trace_id_header``: a response header (e.g. ``"x-trace-id"``) carrying the trace id, so a
     caller or support engineer can find the trace. ``route_resolver``: a callable given the
@@ -135,7 +135,9 @@ class MiddlewareOptions:
     exclude_methods: Collection[str] = ("OPTIONS", "HEAD")
     start_new_trace: bool = True
     sample_rate: float = 1.0
-    trust_incoming: bool | Collection[str] = True
+    # Replicas are left out by default: they would let any caller make this service write a
+    # copy of every run, with its own credentials, into projects the caller names.
+    trust_incoming: bool | Collection[str] = frozenset(("metadata", "tags", "project"))
     trace_id_header: str | None = None
     record_headers: Collection[str] = DEFAULT_RECORDED_HEADERS
     redact_query_params: Collection[str] = SENSITIVE_QUERY_KEYS
