@@ -25,7 +25,6 @@ with a no-op exporter).
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import os
 import socket
@@ -34,7 +33,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import install_real_exporter
 
 PER_CALL = {True: (2000, 5), False: (5000, 9)}  # quick: (calls per round, rounds)
 E2E = {True: (1000, 3), False: (3000, 5)}  # quick: (requests per round, rounds)
@@ -45,22 +48,6 @@ URL = "http://service-b/items/42"
 # ---------------------------------------------------------------------------------------------
 # Exporters that keep the cost on the request path comparable
 # ---------------------------------------------------------------------------------------------
-
-
-class DequeExporter:
-    """The stand-in exporter: O(1) submit into a bounded deque."""
-
-    def __init__(self) -> None:
-        self.queue: collections.deque[Any] = collections.deque(maxlen=10_000)
-
-    def submit(self, op: str, run: Any) -> None:
-        self.queue.append((op, run))
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        return True
 
 
 def _otel_provider() -> Any:
@@ -81,9 +68,8 @@ def _otel_provider() -> Any:
 
 
 def _install_tracestitch() -> None:
-    from tracestitch.exporter import set_exporter
-
-    set_exporter(DequeExporter())
+    # The real background exporter to an in-process sink, as in production minus the network.
+    install_real_exporter()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import Result, print_table
+from common import Result, install_real_exporter, print_table
 
 ROUNDS = 7
 
@@ -42,9 +42,8 @@ def _measure_async(fn: Callable[[], Any], n: int) -> float:
 def _ours() -> dict[str, Callable[[], Any]]:
     import tracestitch as ts
     from tracestitch.context import _current_run
-    from tracestitch.exporter import set_exporter
 
-    set_exporter(_our_exporter())
+    install_real_exporter()
     parent = ts.RunTree("parent")
     headers = parent.create_child("client").to_headers()
 
@@ -88,38 +87,6 @@ def _ours() -> dict[str, Callable[[], Any]]:
         "async @traceable": lambda: async_fn(1),
         "hop": hop,
     }
-
-
-def _our_exporter() -> Any:
-    try:
-        from tracestitch.export.memory import RunCollector  # noqa: F401
-        from tracestitch.export.worker import BatchExporter
-    except ImportError:  # before the export package landed
-        from collections import deque
-
-        class DequeExporter:
-            def __init__(self) -> None:
-                self.q: deque[Any] = deque(maxlen=10_000)
-
-            def submit(self, op: str, run: Any) -> None:
-                self.q.append((op, run))
-
-            def flush(self, timeout: float | None = None) -> bool:
-                return True
-
-            def shutdown(self, timeout: float | None = None) -> bool:
-                return True
-
-        return DequeExporter()
-
-    class NullSink:
-        def send(self, batch: Any) -> None:
-            return None
-
-    try:
-        return BatchExporter(NullSink())  # type: ignore[arg-type]
-    except TypeError:
-        return BatchExporter(sink=NullSink())  # type: ignore[call-arg]
 
 
 # ------------------------------------------------------------------------------ langsmith

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 
 @dataclass
@@ -98,3 +99,31 @@ def ok_sink_url() -> str:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         _sink_url = f"http://127.0.0.1:{server.server_port}"
     return _sink_url
+
+
+class DiscardSink:
+    """An in-process sink: the batch is fully serialized (the worker's real cost) and then
+    dropped, so the figures include export work but no network."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+
+    def send(self, ops: Any) -> None:
+        self.ops += len(ops)
+
+    def close(self) -> None:
+        return None
+
+
+def install_real_exporter() -> Any:
+    """Make tracestitch's real background ``BatchExporter`` (with a :class:`DiscardSink`) the
+    process-wide exporter, replacing any earlier one; returns it."""
+    from tracestitch.export.worker import BatchExporter
+    from tracestitch.exporter import get_exporter, set_exporter
+
+    previous = get_exporter()
+    exporter = BatchExporter(DiscardSink(), spool=None)
+    set_exporter(exporter)
+    if previous is not exporter:
+        previous.shutdown(1.0)
+    return exporter
