@@ -8,7 +8,20 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tracestitch"
-CORE = {"run_tree", "schemas", "ids", "context", "tracing", "propagation", "_guard", "exporter"}
+CORE = {
+    "run_tree",
+    "schemas",
+    "ids",
+    "context",
+    "tracing",
+    "propagation",
+    "headers",
+    "baggage",
+    "w3c",
+    "header_stats",
+    "_guard",
+    "exporter",
+}
 FRAMEWORKS = {
     "starlette",
     "fastapi",

@@ -1,0 +1,235 @@
+"""The ``baggage`` header: reading our members (``langsmith-metadata``, ``-tags``, ``-project``,
+``-replicas``) into a :class:`~tracestitch.propagation.RemoteParent`, and encoding a run's.
+
+Every member is bounded by :class:`~tracestitch.propagation.Limits` and anything malformed is
+counted (:mod:`tracestitch.header_stats`) and dropped. Both directions are cached by raw value:
+an upstream sends the same baggage on every request, and a run's metadata repeats from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+import orjson
+
+from tracestitch import header_stats
+from tracestitch.header_stats import _reject
+from tracestitch.headers import BAGGAGE, _text
+
+if TYPE_CHECKING:
+    from tracestitch.propagation import Limits, RemoteParent
+    from tracestitch.run_tree import RunTree
+
+_META = "langsmith-metadata"
+_TAGS = "langsmith-tags"
+_PROJECT = "langsmith-project"
+_REPLICAS = "langsmith-replicas"
+_OURS = frozenset((_META, _TAGS, _PROJECT, _REPLICAS))
+#: Fields a header may set on a replica: where it goes and harmless annotations. Never an API
+#: URL or key: a header must not send runs elsewhere with this service's credentials.
+_REPLICA_UPDATE_FIELDS = frozenset(("metadata", "tags"))
+_TRUST_FIELDS = frozenset(("metadata", "tags", "project", "replicas"))
+
+
+def _baggage_members(found: dict[str, list[Any]], limits: Limits) -> list[tuple[str, str]]:
+    values = found.get(BAGGAGE)
+    if not values:
+        return []
+    # Several baggage headers are one list (RFC 9110 field combination).
+    total = sum(len(v) for v in values)
+    if total > limits.max_baggage_bytes:
+        _reject("baggage_too_large")
+        return []
+    texts = [_text(v) for v in values]
+    members: list[tuple[str, str]] = []
+    for text in texts:
+        if text is None:
+            continue
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                continue
+            members.append((key, value.split(";", 1)[0].strip()))
+            if len(members) > limits.max_baggage_members:
+                _reject("baggage_too_many_members")
+                return members[: limits.max_baggage_members]
+    return members
+
+
+def _json_value(raw: str, limits: Limits, kind: str) -> Any:
+    text = unquote(raw)
+    if len(text) > limits.max_metadata_bytes:
+        _reject(f"{kind}_too_large")
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested thousands deep
+        _reject(f"{kind}_invalid_json")
+        return None
+
+
+def _parse_metadata(raw: str, limits: Limits) -> dict[str, Any] | None:
+    value = _json_value(raw, limits, "metadata")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _reject("metadata_not_object")
+        return None
+    if len(value) > limits.max_metadata_keys:
+        _reject("metadata_too_many_keys")
+        return None
+    return value
+
+
+def _parse_tags(raw: str, limits: Limits) -> list[str] | None:
+    tags = [t.strip() for t in unquote(raw).split(",")]
+    tags = [t for t in tags if t and len(t) <= limits.max_tag_length and t.isprintable()]
+    if len(tags) > limits.max_tags:
+        _reject("tags_too_many")
+        tags = tags[: limits.max_tags]
+    return tags or None
+
+
+def _parse_project(raw: str, limits: Limits) -> str | None:
+    project = unquote(raw).strip()
+    if not project or len(project) > limits.max_project_length or not project.isprintable():
+        _reject("project_invalid")
+        return None
+    return project
+
+
+def _parse_replicas(raw: str, limits: Limits) -> list[dict[str, Any]] | None:
+    value = _json_value(raw, limits, "replicas")
+    if not isinstance(value, list):
+        if value is not None:
+            _reject("replicas_not_list")
+        return None
+    replicas: list[dict[str, Any]] = []
+    for item in value[: limits.max_replicas]:
+        # Two forms: ["project", {updates}] (legacy) or {"project_name": ..., "updates": ...};
+        # every other key, api_url and api_key above all, is dropped.
+        if isinstance(item, list) and len(item) == 2:
+            project, updates = item
+        elif isinstance(item, dict):
+            project, updates = item.get("project_name"), item.get("updates")
+        else:
+            continue
+        if not isinstance(project, str) or not project or len(project) > limits.max_project_length:
+            continue
+        replica: dict[str, Any] = {"project_name": project}
+        if isinstance(updates, dict):
+            safe = {k: v for k, v in updates.items() if k in _REPLICA_UPDATE_FIELDS}
+            if safe:
+                replica["updates"] = safe
+        replicas.append(replica)
+    return replicas or None
+
+
+def _trusts(trust: bool | Collection[str], field: str) -> bool:
+    return trust is True or (not isinstance(trust, bool) and field in trust)
+
+
+_BaggageFields = tuple[
+    "dict[str, Any] | None", "list[str] | None", "str | None", "list[dict[str, Any]] | None"
+]
+#: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
+#: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
+#: cached (every bad header is still counted); cleared when full, so it stays bounded.
+_baggage_cache: dict[tuple[str, Any, Limits], _BaggageFields] = {}
+_BAGGAGE_CACHE_SIZE = 256
+
+
+def _apply_baggage(
+    parent: RemoteParent,
+    found: dict[str, list[Any]],
+    trust: bool | Collection[str],
+    limits: Limits,
+) -> None:
+    values = found[BAGGAGE]
+    key = None
+    if len(values) == 1 and isinstance(values[0], str):
+        trust_key = trust if isinstance(trust, bool) else frozenset(trust)
+        key = (values[0], trust_key, limits)
+        cached = _baggage_cache.get(key)
+        if cached is not None:
+            metadata, tags, parent.project_name, parent.replicas = cached
+            # Copies: whoever holds the RemoteParent may change them; the cache must not.
+            parent.metadata = None if metadata is None else dict(metadata)
+            parent.tags = None if tags is None else list(tags)
+            return
+    before = header_stats.rejections()
+    metadata = tags = project = replicas = None
+    for name, value in _baggage_members(found, limits):
+        if name not in _OURS:
+            continue
+        if name == _META and _trusts(trust, "metadata"):
+            metadata = _parse_metadata(value, limits)
+        elif name == _TAGS and _trusts(trust, "tags"):
+            tags = _parse_tags(value, limits)
+        elif name == _PROJECT and _trusts(trust, "project"):
+            project = _parse_project(value, limits)
+        elif name == _REPLICAS and _trusts(trust, "replicas"):
+            replicas = _parse_replicas(value, limits)
+    parent.metadata, parent.tags, parent.project_name, parent.replicas = (
+        metadata,
+        tags,
+        project,
+        replicas,
+    )
+    if key is not None and header_stats.rejections() == before:
+        fields: _BaggageFields = (
+            None if metadata is None else dict(metadata),
+            None if tags is None else list(tags),
+            project,
+            replicas,
+        )
+        if len(_baggage_cache) >= _BAGGAGE_CACHE_SIZE:
+            _baggage_cache.clear()
+        _baggage_cache[key] = fields
+
+
+_quote_cache: dict[bytes | str, str] = {}
+
+
+def _quoted(raw: bytes | str) -> str:
+    # Metadata, tags and project repeat from run to run; percent-encoding is the slow part.
+    encoded = _quote_cache.get(raw)
+    if encoded is None:
+        encoded = quote(raw)
+        if len(_quote_cache) >= _BAGGAGE_CACHE_SIZE:
+            _quote_cache.clear()
+        _quote_cache[raw] = encoded
+    return encoded
+
+
+def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
+    members: list[str] = []
+    if run.metadata:
+        try:
+            encoded = _quoted(orjson.dumps(run.metadata, default=str))
+        except (TypeError, ValueError):
+            encoded = ""
+        if encoded and len(encoded) <= limits.max_metadata_bytes:
+            members.append(f"{_META}={encoded}")
+        elif encoded:
+            _reject("outgoing_metadata_too_large")
+    if run.tags:
+        members.append(f"{_TAGS}={_quoted(','.join(run.tags))}")
+    if run.project_name:
+        members.append(f"{_PROJECT}={_quoted(run.project_name)}")
+    if run.replicas:
+        safe = [
+            {
+                "project_name": r["project_name"],
+                **({"updates": r["updates"]} if "updates" in r else {}),
+            }
+            for r in run.replicas
+            if isinstance(r, dict) and r.get("project_name")
+        ]
+        if safe:
+            members.append(f"{_REPLICAS}={quote(json.dumps(safe, separators=(',', ':')))}")
+    return members
