@@ -33,7 +33,7 @@ async def test_call_inside_a_run(echo_url: str) -> None:
     received = trace_headers(body)
     assert received["langsmith-trace"] == call.dotted_order
     assert "vendor=x" in received["baggage"]
-    assert call.inputs == {"method": "GET", "url": f"{echo_url}/items/7?token=REDACTED"}
+    assert call.inputs == {"method": "GET", "url": f"{echo_url}/items/7?token=[REDACTED]"}
     assert call.outputs == {"status_code": 200, "response_size": response.content_length}
 
 

@@ -127,14 +127,14 @@ def test_policy_cache_is_bounded() -> None:
     [
         ("", ""),
         ("q=cats&page=2", "q=cats&page=2"),
-        ("q=cats&api_key=sk-123", "q=cats&api_key=REDACTED"),
+        ("q=cats&api_key=sk-123", "q=cats&api_key=[REDACTED]"),
         (
             "access_token=abc&X-Amz-Signature=ff&sig=1",
-            "access_token=REDACTED&X-Amz-Signature=REDACTED&sig=REDACTED",
+            "access_token=[REDACTED]&X-Amz-Signature=[REDACTED]&sig=[REDACTED]",
         ),
-        ("password=&key=v", "password=&key=REDACTED"),
+        ("password=&key=v", "password=[REDACTED]&key=[REDACTED]"),
         ("flag&token", "flag&token"),
-        ("client%5Fsecret=s3", "client%5Fsecret=REDACTED"),
+        ("client%5Fsecret=s3", "client%5Fsecret=[REDACTED]"),
     ],
 )
 def test_redact_query(query: str, expected: str) -> None:

@@ -99,7 +99,7 @@ def test_url_redaction(echo_url: str) -> None:
     with capture_runs() as runs, _client() as client, trace("h"):
         client.get(f"http://user:hunter2@127.0.0.1:{port}/a?api_key=sk-1&q=ok")
     call = runs.one(f"GET 127.0.0.1:{port}/a")
-    assert call.inputs["url"] == f"http://127.0.0.1:{port}/a?api_key=REDACTED&q=ok"
+    assert call.inputs["url"] == f"http://127.0.0.1:{port}/a?api_key=[REDACTED]&q=ok"
     assert "hunter2" not in str(call.model_dump())
 
 

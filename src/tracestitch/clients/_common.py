@@ -33,6 +33,7 @@ from tracestitch.clients._urls import (
 from tracestitch.clients._urls import REDACTED as REDACTED  # re-export
 from tracestitch.context import _config, _current_run, tracing_enabled
 from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, inject
+from tracestitch.redact import QueryRedactor
 from tracestitch.run_tree import RunTree
 
 __all__ = [
@@ -142,7 +143,7 @@ class ClientTracer:
         tracer.finish(run, response.status, content_length)
     """
 
-    __slots__ = ("_create", "_name", "_query", "_root", "_run_type", "_sensitive", "policy")
+    __slots__ = ("_create", "_name", "_query", "_redact", "_root", "_run_type", "policy")
 
     def __init__(self, options: ClientOptions | None = None, **kwargs: Any) -> None:
         if options is None:
@@ -154,7 +155,7 @@ class ClientTracer:
         self._root = options.start_root and options.create_runs
         self._run_type = options.run_type
         self._name: RunNamer = options.run_name or default_run_name
-        self._sensitive = frozenset(k.lower() for k in options.sensitive_query_keys)
+        self._redact = QueryRedactor(options.sensitive_query_keys)
         self._query = options.record_query
 
     def begin(
@@ -197,7 +198,7 @@ class ClientTracer:
         if self._create:
             recorded = query if self._query else ""
             if recorded:
-                recorded = redact_query(recorded, self._sensitive)
+                recorded = self._redact(recorded)
             name = self._name(method, scheme, host, port, path)
             inputs = {"method": method, "url": _join_url(scheme, host, port, path, recorded)}
             metadata = config.metadata

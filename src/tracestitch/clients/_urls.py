@@ -5,7 +5,8 @@ run name (``"GET service-b/items/{id}"``)."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from urllib.parse import unquote_plus
+
+from tracestitch.redact import REDACTED, SENSITIVE_QUERY_KEYS, QueryRedactor
 
 __all__ = [
     "DEFAULT_SENSITIVE_QUERY_KEYS",
@@ -15,35 +16,8 @@ __all__ = [
     "template_path",
 ]
 
-#: Query parameters whose values are replaced by ``REDACTED`` in recorded URLs (compared
-#: lowercased; any key containing one of :data:`_SENSITIVE_FRAGMENTS` is redacted too).
-DEFAULT_SENSITIVE_QUERY_KEYS = frozenset(
-    (
-        "code",
-        "jwt",
-        "key",
-        "otp",
-        "pass",
-        "pwd",
-        "sig",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "x-goog-credential",
-    )
-)
-_SENSITIVE_FRAGMENTS = (
-    "token",
-    "secret",
-    "passw",
-    "signature",
-    "apikey",
-    "api_key",
-    "api-key",
-    "auth",
-    "credential",
-    "session",
-)
-REDACTED = "REDACTED"
+#: The client hooks' default: the same names the middleware redacts (one implementation).
+DEFAULT_SENSITIVE_QUERY_KEYS = SENSITIVE_QUERY_KEYS
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -62,28 +36,12 @@ def _join_url(scheme: str, host: str, port: int | None, path: str, query: str) -
     return f"{url}?{query}" if query else url
 
 
-def _is_sensitive(key: str, sensitive: Collection[str]) -> bool:
-    key = unquote_plus(key).strip().lower()
-    if key in sensitive:
-        return True
-    return any(fragment in key for fragment in _SENSITIVE_FRAGMENTS)
-
-
 def redact_query(query: str, sensitive: Collection[str] = DEFAULT_SENSITIVE_QUERY_KEYS) -> str:
     """``query`` with the values of sensitive parameters replaced::
 
-    redact_query("q=cats&api_key=sk-123")  # "q=cats&api_key=REDACTED"
+    redact_query("q=cats&api_key=sk-123")  # "q=cats&api_key=[REDACTED]"
     """
-    if not query:
-        return query
-    parts = query.split("&")
-    changed = False
-    for i, part in enumerate(parts):
-        key, sep, value = part.partition("=")
-        if sep and value and _is_sensitive(key, sensitive):
-            parts[i] = f"{key}={REDACTED}"
-            changed = True
-    return "&".join(parts) if changed else query
+    return QueryRedactor(sensitive)(query)
 
 
 def _is_id_segment(segment: str) -> bool:

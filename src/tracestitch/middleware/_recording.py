@@ -9,9 +9,10 @@ their tracer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+
+from tracestitch.redact import REDACTED, SENSITIVE_QUERY_KEYS, QueryRedactor
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -24,7 +25,6 @@ __all__ = [
     "RequestRecorder",
 ]
 
-REDACTED = "[REDACTED]"
 #: Recorded as ``[REDACTED]`` even when listed in ``record_headers``: credentials never leave.
 ALWAYS_REDACTED_HEADERS = frozenset(
     ("authorization", "cookie", "set-cookie", "x-api-key", "proxy-authorization")
@@ -37,36 +37,6 @@ DEFAULT_RECORDED_HEADERS = (
     "user-agent",
     "x-request-id",
 )
-#: Query parameters whose values are redacted (compared case-insensitively, after decoding).
-SENSITIVE_QUERY_KEYS = frozenset(
-    (
-        "access_token",
-        "api-key",
-        "api_key",
-        "apikey",
-        "auth",
-        "authorization",
-        "client_secret",
-        "code",
-        "id_token",
-        "jwt",
-        "key",
-        "passwd",
-        "password",
-        "pwd",
-        "refresh_token",
-        "secret",
-        "session",
-        "sessionid",
-        "sig",
-        "signature",
-        "token",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "x-amz-signature",
-        "x-goog-signature",
-    )
-)
 
 # Caps on what one request can make us record: a hostile URL or header must not bloat runs.
 MAX_PATH_CHARS = 2048
@@ -74,13 +44,12 @@ MAX_QUERY_CHARS = 2048
 MAX_HEADER_CHARS = 1024
 
 _TRACE_KEYS = frozenset((b"langsmith-trace", b"traceparent"))
-_QUERY_SPLIT = re.compile("([&;])")
 
 
 class RequestRecorder:
     """Records a request's inputs: the allow-listed headers, the redacted query."""
 
-    __slots__ = ("_header_bytes", "_header_names", "_query_probe", "_redacted", "_sensitive_query")
+    __slots__ = ("_header_bytes", "_header_names", "_redact_query", "_redacted")
 
     def __init__(
         self, record_headers: Collection[str], redact_query_params: Collection[str]
@@ -89,17 +58,7 @@ class RequestRecorder:
         self._header_names = {h: h for h in recorded}
         self._header_bytes = {h.encode("latin-1"): h for h in recorded}
         self._redacted = ALWAYS_REDACTED_HEADERS
-        self._sensitive_query = frozenset(k.lower() for k in redact_query_params)
-        self._query_probe = (
-            re.compile(
-                "(?:^|[&;])\\s*(?:"
-                + "|".join(re.escape(k) for k in sorted(self._sensitive_query))
-                + ")\\s*=",
-                re.IGNORECASE,
-            )
-            if self._sensitive_query
-            else None
-        )
+        self._redact_query = QueryRedactor(redact_query_params)
 
     def inputs(
         self,
@@ -119,31 +78,8 @@ class RequestRecorder:
         return inputs
 
     def redact_query(self, query: str) -> str:
-        """``query`` with the values of sensitive keys replaced by ``[REDACTED]`` (capped)."""
-        query = query[:MAX_QUERY_CHARS]
-        # Most queries name no sensitive key: one regex scan says so, without splitting. An
-        # encoded key ("%74oken", "a+b") could hide from it, so those take the full path.
-        probe = self._query_probe
-        if probe is None or (probe.search(query) is None and "%" not in query and "+" not in query):
-            return query
-        sensitive = self._sensitive_query
-        # Split keeping the separators (some servers still treat ";" as one), so an unchanged
-        # query is rebuilt exactly.
-        parts = _QUERY_SPLIT.split(query)
-        changed = False
-        for i, part in enumerate(parts):
-            if i % 2:
-                continue
-            raw_key, sep, _value = part.partition("=")
-            if not sep:
-                continue
-            key = raw_key.lower()
-            if "%" in key or "+" in key:
-                key = _unquote_plus(key)
-            if key.strip() in sensitive:
-                parts[i] = f"{raw_key}={REDACTED}"
-                changed = True
-        return "".join(parts) if changed else query
+        """``query`` (capped) with sensitive values replaced (see :mod:`tracestitch.redact`)."""
+        return self._redact_query(query[:MAX_QUERY_CHARS])
 
     def _add_header(self, found: dict[str, str], name: str, value: str) -> None:
         if name in self._redacted:
@@ -200,9 +136,3 @@ class RequestRecorder:
                     found = {}
                 self._add_header(found, name, str(value))
         return found
-
-
-def _unquote_plus(text: str) -> str:
-    from urllib.parse import unquote_plus
-
-    return unquote_plus(text)
