@@ -31,7 +31,6 @@ _OURS = frozenset((_META, _TAGS, _PROJECT, _REPLICAS))
 #: Fields a header may set on a replica: where it goes and harmless annotations. Never an API
 #: URL or key: a header must not send runs elsewhere with this service's credentials.
 _REPLICA_UPDATE_FIELDS = frozenset(("metadata", "tags"))
-_TRUST_FIELDS = frozenset(("metadata", "tags", "project", "replicas"))
 
 
 def _baggage_members(found: dict[str, list[Any]], limits: Limits) -> list[tuple[str, str]]:
