@@ -1,4 +1,4 @@
-"""Builders of LangSmith wire runs for the collector tests."""
+"""Builders of LangSmith wire runs (and multipart ingest bodies) for the collector tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 BASE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+BOUNDARY = "testboundary42"
+MP_HEADERS = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 def ts(offset_ms: float) -> datetime:
@@ -102,3 +106,29 @@ def three_service_trace() -> list[dict[str, Any]]:
         "ValueError: card declined",
     )
     return [root, orders, query, llm, pay]
+
+
+def multipart_body(parts: list[tuple[str, bytes, str]]) -> bytes:
+    """A ``/runs/multipart`` body of ``(part name, data, content type)`` parts."""
+    out = b""
+    for name, data, ctype in parts:
+        out += (
+            (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+                f"Content-Type: {ctype}\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def multipart_with_attachment(run: dict[str, Any], name: str, data: bytes, ctype: str) -> bytes:
+    """A ``/runs/multipart`` body posting ``run`` with one attachment."""
+    main = orjson.dumps(wire(run))
+    return multipart_body(
+        [
+            (f"post.{run['id']}", main, "application/json"),
+            (f"attachment.{run['id']}.{name}", data, f"{ctype}; length={len(data)}"),
+        ]
+    )

@@ -14,35 +14,23 @@ import httpx
 import orjson
 import pytest
 import zstandard
-from collector_helpers import make_run, three_service_trace, wire
+from collector_helpers import (
+    MP_HEADERS,
+    make_run,
+    multipart_body,
+    multipart_with_attachment,
+    three_service_trace,
+    wire,
+)
 
 from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
-
-BOUNDARY = "testboundary42"
 
 
 @pytest.fixture
 def http(server: ServerThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers={"x-api-key": API_KEY}) as client:
         yield client
-
-
-def multipart_body(parts: list[tuple[str, bytes, str]]) -> bytes:
-    out = b""
-    for name, data, ctype in parts:
-        out += (
-            (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n'
-                f"Content-Type: {ctype}\r\n\r\n"
-            ).encode()
-            + data
-            + b"\r\n"
-        )
-    return out + f"--{BOUNDARY}--\r\n".encode()
-
-
-MP_HEADERS = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 def split_post_patch(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -156,6 +144,44 @@ def test_multipart_parts_and_attachments(http: httpx.Client, store: Store) -> No
     )
     assert resp.status_code == 200
     assert store.count_runs() == 1
+
+
+def test_attachment_names_with_slashes_download(http: httpx.Client, server: ServerThread) -> None:
+    run = make_run("with-report", service="svc")
+    rid = run["id"]
+    name = "reports/q1 summary"
+    data = b"<html><script>alert(1)</script></html>\x00\xff"
+    body = multipart_with_attachment(run, name, data, "text/html")
+    resp = http.post("/runs/multipart", content=body, headers=MP_HEADERS)
+    assert resp.status_code == 200, resp.text
+    info = http.get(f"/api/runs/{rid}").json()["attachments"][name]
+    assert info["size"] == len(data)
+    assert info["content_type"] == "text/html"
+    # The advertised URL is percent-encoded, and works; so do the raw "/" and a "%2F".
+    assert info["presigned_url"] == f"/api/runs/{rid}/attachments/reports%2Fq1%20summary"
+    for path in (
+        info["presigned_url"],
+        f"/api/runs/{rid}/attachments/reports/q1 summary",
+        f"/api/runs/{rid}/attachments/reports%2fq1%20summary",
+    ):
+        got = http.get(path)
+        assert got.status_code == 200, (path, got.text)
+        assert got.content == data
+        # Still a download of opaque bytes, whatever type the client claimed.
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["content-disposition"] == "attachment"
+        assert got.headers["x-original-content-type"] == "text/html"
+        assert got.headers["x-content-type-options"] == "nosniff"
+    # The trace document advertises the same URL.
+    trace = http.get(f"/api/traces/{rid}").json()
+    assert trace["runs"][0]["attachments"][name]["presigned_url"] == info["presigned_url"]
+    # Other names under the same "directory" are not found; the key is still required.
+    assert http.get(f"/api/runs/{rid}/attachments/reports").status_code == 404
+    assert http.get(f"/api/runs/{rid}/attachments/reports/q1").status_code == 404
+    assert http.get(f"/api/runs/{rid}/attachments/reports/q1 summary/x").status_code == 404
+    anonymous = httpx.get(server.url + info["presigned_url"])
+    assert anonymous.status_code == 401
+    assert data not in anonymous.content
 
 
 BAD_BATCHES: list[tuple[str, Any, str]] = [

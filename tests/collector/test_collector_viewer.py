@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from collector_helpers import three_service_trace, wire
+from collector_helpers import (
+    MP_HEADERS,
+    make_run,
+    multipart_with_attachment,
+    three_service_trace,
+    wire,
+)
 
-from conftest import ServerThread
+from conftest import API_KEY, ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -22,8 +30,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def page(open_server: ServerThread) -> Iterator[object]:
+@contextmanager
+def _browser_page(srv: ServerThread) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -40,21 +48,41 @@ def page(open_server: ServerThread) -> Iterator[object]:
                 "--disable-sync",
             ],
         )
-        context = browser.new_context(viewport={"width": 1400, "height": 860})
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 860}, accept_downloads=True
+        )
         pg = context.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         pg.errors = errors  # type: ignore[attr-defined]
-        # Nothing but the collector may be contacted: fail loudly on any other request.
+        # Nothing but the collector may be contacted (blob: URLs are the page's own memory):
+        # fail loudly on any other request.
         outside: list[str] = []
         pg.on(
             "request",
-            lambda req: None if req.url.startswith(open_server.url) else outside.append(req.url),
+            lambda req: (
+                None
+                if req.url.startswith((srv.url + "/", "blob:" + srv.url + "/"))
+                else outside.append(req.url)
+            ),
         )
         pg.outside = outside  # type: ignore[attr-defined]
         yield pg
         browser.close()
+
+
+@pytest.fixture
+def page(open_server: ServerThread) -> Iterator[object]:
+    with _browser_page(open_server) as pg:
+        yield pg
+
+
+@pytest.fixture
+def keyed_page(server: ServerThread) -> Iterator[object]:
+    """A browser on the collector that requires ``API_KEY``."""
+    with _browser_page(server) as pg:
+        yield pg
 
 
 def test_trace_list_and_trace_page(open_server: ServerThread, page: object) -> None:
@@ -121,3 +149,84 @@ def test_trace_list_and_trace_page(open_server: ServerThread, page: object) -> N
         page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.outside == []  # type: ignore[attr-defined]
+
+
+def test_attachment_download_on_a_keyed_collector(server: ServerThread, keyed_page: object) -> None:
+    """The key from ``#key=`` reaches the attachment download too, and "/" in a name works."""
+    from playwright.sync_api import Page, expect
+
+    page = keyed_page
+    assert isinstance(page, Page)
+    run = make_run("make report", service="reports")
+    name = "reports/q1 summary"
+    # Markup a browser would render, were the download ever shown inline.
+    data = b"<html><body><script>window.__pwned = 1</script></body></html>\x00\xfe\xff"
+    resp = httpx.post(
+        server.url + "/runs/multipart",
+        content=multipart_with_attachment(run, name, data, "text/html"),
+        headers={**MP_HEADERS, "x-api-key": API_KEY},
+    )
+    assert resp.status_code == 200, resp.text
+
+    page.goto(server.url + f"/traces/{run['id']}#key={API_KEY}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    link = page.locator("#detail a.attachment")
+    expect(link).to_have_text(name)
+    expect(page.locator("#detail")).to_contain_text(f"text/html, {len(data)} bytes")
+    # The key left the address bar (it lives in sessionStorage for this tab).
+    assert API_KEY not in page.url
+
+    api_requests: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda req: (
+            api_requests.append((req.url, req.headers.get("x-api-key")))
+            if "/attachments/" in req.url
+            else None
+        ),
+    )
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    path = download.path()
+    assert Path(path).read_bytes() == data
+    # Saved under the attachment's name ("/" cannot be in a file name), never opened here.
+    assert download.suggested_filename == "reports_q1 summary"
+    assert api_requests == [
+        (server.url + f"/api/runs/{run['id']}/attachments/reports%2Fq1%20summary", API_KEY)
+    ]
+    assert page.url == server.url + f"/traces/{run['id']}"
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator("#detail .flag-error")).to_be_hidden()
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]
+
+
+def test_attachment_download_without_the_key_says_so(
+    server: ServerThread, keyed_page: object
+) -> None:
+    """A failed download is reported on the page (as text), not silently dropped."""
+    from playwright.sync_api import Page, expect
+
+    page = keyed_page
+    assert isinstance(page, Page)
+    run = make_run("make report", service="reports")
+    resp = httpx.post(
+        server.url + "/runs/multipart",
+        content=multipart_with_attachment(run, "a/b", b"bytes", "text/plain"),
+        headers={**MP_HEADERS, "x-api-key": API_KEY},
+    )
+    assert resp.status_code == 200, resp.text
+    page.goto(server.url + f"/traces/{run['id']}#key={API_KEY}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    # The key goes away (e.g. rotated); the next click must say why nothing downloads.
+    page.evaluate("sessionStorage.removeItem('tracestitch-key')")
+    downloads: list[object] = []
+    page.on("download", lambda d: downloads.append(d))
+    page.locator("#detail a.attachment").click()
+    problem = page.locator("#detail .flag-error")
+    expect(problem).to_be_visible()
+    expect(problem).to_contain_text("needs its API key")
+    assert downloads == []
+    page.errors[:] = [e for e in page.errors if "401" not in e]  # type: ignore[attr-defined]
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -107,6 +107,102 @@ async def test_unrouted_request_is_named_by_path_and_mounts_keep_their_prefix() 
     assert runs.one("GET /nowhere/7").error is None
 
 
+async def _plain_asgi(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"raw"})
+
+
+async def test_parameterised_mounts_are_named_by_their_templates() -> None:
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    items = Route("/items/{item_id}", endpoint)
+    shared = Starlette(routes=[Route("/users/{user_id:int}", endpoint)])
+    app = Starlette(
+        routes=[
+            Mount("/api", shared),  # the same sub-app at a fixed and at a parameterised prefix
+            Mount("/static", app=_plain_asgi),
+            Mount("/org/{org}/v{version:int}", routes=[Mount("/{team}", shared)]),
+            Mount("/{tenant}", routes=[items, Mount("/files", app=_plain_asgi)]),
+        ]
+    )
+    wrapped = TracingMiddleware(app, service="svc")
+    tenants = [f"tenant-{i}" for i in range(50)]
+    with capture_runs() as runs:
+        for tenant in tenants:
+            assert (await call_asgi(wrapped, f"/{tenant}/items/{tenant}")).status == 200
+        assert (await call_asgi(wrapped, "/acme/files/a/b.txt")).status == 200
+        assert (await call_asgi(wrapped, "/api/users/7")).status == 200
+        assert (await call_asgi(wrapped, "/org/acme/v2/red/users/8")).status == 200
+        assert (await call_asgi(wrapped, "/static/css/site.css")).status == 200
+    names = [r.name for r in runs]
+    assert names == ["GET /{tenant}/items/{item_id}"] * len(tenants) + [
+        "GET /{tenant}/files/{path}",
+        # Fixed prefixes stay as they are.
+        "GET /api/users/{user_id}",
+        "GET /org/{org}/v{version}/{team}/users/{user_id}",
+        # A mounted ASGI app is named once by its mount, not "/static/static/{path}".
+        "GET /static/{path}",
+    ]
+    assert not any(tenant in name for tenant in tenants for name in names)
+    # The cache holds one entry per route, not one per caller-chosen tenant.
+    assert len(wrapped._names) == 5
+    assert all(isinstance(key[2], int) for key in wrapped._names)
+
+
+async def test_mount_templates_when_added_with_add_middleware() -> None:
+    """Wrapping Starlette's inner stack: the routes come from the app Starlette put in scope."""
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    sub = Starlette(routes=[Route("/items/{item_id}", endpoint)])
+    app = FastAPI()
+    app.mount("/{tenant}", sub)
+    app.add_middleware(TracingMiddleware, service="svc")
+    with capture_runs() as runs:
+        assert (await call_asgi(app, "/acme/items/1")).status == 200
+        assert (await call_asgi(app, "/globex/items/2")).status == 200
+    assert [r.name for r in runs] == ["GET /{tenant}/items/{item_id}"] * 2
+
+
+async def test_mounts_behind_opaque_apps_fall_back_to_the_path_uncached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sub-app hidden behind middleware (no ``routes``): its mount templates are unknown."""
+    from tracestitch.middleware import asgi
+
+    walks: list[object] = []
+    index_routes = asgi._index_routes
+    monkeypatch.setattr(asgi, "_index_routes", lambda r: walks.append(r) or index_routes(r))
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    class Opaque:
+        def __init__(self, app: Any) -> None:
+            self._app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self._app(scope, receive, send)
+
+    inner = Starlette(routes=[Route("/items/{item_id}", endpoint)])
+    app = Starlette(
+        routes=[Mount("/fixed", app=Opaque(inner)), Mount("/{tenant}", app=Opaque(inner))]
+    )
+    wrapped = TracingMiddleware(app, service="svc")
+    with capture_runs() as runs:
+        assert (await call_asgi(wrapped, "/fixed/items/1")).status == 200
+        for i in range(20):
+            assert (await call_asgi(wrapped, f"/t{i}/items/{i}")).status == 200
+    assert runs[0].name == "GET /fixed/items/{item_id}"
+    assert [r.name for r in runs[1:]] == [f"GET /t{i}/items/{{item_id}}" for i in range(20)]
+    # Nothing keyed by the concrete prefix was cached; the tree was walked once, not per request.
+    assert wrapped._names == {}
+    assert len(wrapped._chains) == 3  # the two mounts, and the route found under neither
+    assert len(walks) == 1
+
+
 async def test_exclusions_and_excluded_methods() -> None:
     app = make_app(exclude=["/health"])
     with capture_runs() as runs:

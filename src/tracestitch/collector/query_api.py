@@ -161,5 +161,6 @@ def query_routes(store: Store, guard: Guard) -> list[Route]:
         Route("/api/traces", guard(list_traces), methods=["GET"]),
         Route("/api/traces/{trace_id}", guard(get_trace), methods=["GET"]),
         Route("/api/runs/{run_id}", guard(get_run), methods=["GET"]),
-        Route("/api/runs/{run_id}/attachments/{name}", guard(get_attachment), methods=["GET"]),
+        # `path`: an attachment's name may contain "/" (sent raw or as %2F; the server decodes).
+        Route("/api/runs/{run_id}/attachments/{name:path}", guard(get_attachment), methods=["GET"]),
     ]

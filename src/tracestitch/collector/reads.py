@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -96,7 +97,9 @@ def _attach_attachment_info(conn: sqlite3.Connection, runs: list[dict[str, Any]]
             run["attachments"][row["name"]] = {
                 "content_type": row["content_type"],
                 "size": row["size"],
-                "presigned_url": f"/api/runs/{row['run_id']}/attachments/{row['name']}",
+                # Percent-encoded: a name may hold "/", "?", "#" or spaces.
+                "presigned_url": f"/api/runs/{row['run_id']}/attachments/"
+                + quote(row["name"], safe=""),
             }
 
 

@@ -32,6 +32,63 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SHUTDOWN_DONE = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 _MAX_CACHED_NAMES = 4096
+_MAX_MOUNT_DEPTH = 32
+_MAX_CHAINS = 64
+_MOUNT_TAIL = "/{path}"
+
+
+def _mount_template(node: Any) -> str | None:
+    """The path template a Starlette ``Mount`` puts in front of its routes (``"/{tenant}"``
+    for ``Mount("/{tenant}", ...)``), or ``None`` when ``node`` is no mount. Duck-typed, so no
+    framework is imported: a Mount compiles ``path + "/{path:path}"`` and has ``routes``."""
+    fmt = getattr(node, "path_format", None)
+    if (
+        isinstance(fmt, str)
+        and fmt.endswith(_MOUNT_TAIL)
+        and hasattr(node, "routes")
+        and hasattr(node, "path_regex")
+    ):
+        return fmt[: -len(_MOUNT_TAIL)]
+    return None
+
+
+def _index_routes(routes: Any) -> dict[int, tuple[Any, tuple[tuple[Any, ...], ...]]]:
+    """id(node) -> (node, chains of mounts above it) for every node of a routing tree.
+
+    A ``Host`` (``routes`` but no path template) adds nothing to the path; the same router
+    mounted twice gives its routes two chains. Depth and chain counts are bounded."""
+    found: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
+    open_nodes: set[int] = set()  # containers being walked: a cycle must not recurse forever
+
+    def walk(nodes: Any, chain: tuple[Any, ...]) -> None:
+        if not isinstance(nodes, list):
+            return
+        for node in nodes:
+            entry = found.setdefault(id(node), (node, []))
+            if len(entry[1]) < _MAX_CHAINS:
+                entry[1].append(chain)
+            children = getattr(node, "routes", None)
+            if not children or id(node) in open_nodes or len(chain) >= _MAX_MOUNT_DEPTH:
+                continue
+            open_nodes.add(id(node))
+            walk(children, (*chain, node) if _mount_template(node) is not None else chain)
+            open_nodes.discard(id(node))
+
+    walk(routes, ())
+    return {key: (node, tuple(chains)) for key, (node, chains) in found.items()}
+
+
+def _chain_matches(mounts: tuple[Any, ...], prefix: str) -> bool:
+    """Whether ``mounts`` (outermost first), matched as Starlette matches them, consume exactly
+    ``prefix``: the concrete text the mounts moved into ``root_path``."""
+    rest = prefix + "/"
+    for mount in mounts:
+        regex = getattr(mount, "path_regex", None)
+        match = regex.match(rest) if regex is not None else None
+        if match is None:
+            return False
+        rest = "/" + match.group("path")
+    return rest == "/"
 
 
 class TracingMiddleware:
@@ -52,9 +109,12 @@ class TracingMiddleware:
         self.options = options
         self._tracer = ServerTracer(options, app)
         self._app_seen = options.service is not None
-        # (id(route), method, mount prefix) -> (route, run name): route objects live as long as
-        # the app, and keeping the route in the value guards against a reused id().
-        self._names: dict[tuple[int, str, str], tuple[Any, str]] = {}
+        # (id(route), method, index of its mount chain) -> (route, run name): route objects live
+        # as long as the app, and keeping the route in the value guards against a reused id().
+        # Keys hold no request text, so callers cannot fill the cache.
+        self._names: dict[tuple[int, str, int], tuple[Any, str]] = {}
+        # id(route) -> (route, the chains of Mounts leading to it): see _mount_chains.
+        self._chains: dict[int, tuple[Any, tuple[tuple[Any, ...], ...]]] = {}
         header = self._tracer.trace_header
         self._trace_header = header.encode("latin-1") if header else None
 
@@ -124,7 +184,7 @@ class TracingMiddleware:
         run = tracer.start(parent, tracer.name(method, path), inputs, server)
         return _Exchange(self, scope, run, receive, send)
 
-    def _run_name(self, scope: Scope, root_path: str) -> str | None:
+    def _run_name(self, scope: Scope, root_path: str, app: Any) -> str | None:
         """``"{METHOD} {template}"`` once routing has happened, or ``None`` (keep the path)."""
         tracer = self._tracer
         method: str = scope["method"]
@@ -136,24 +196,55 @@ class TracingMiddleware:
         route = scope.get("route")
         if route is None:
             return None
-        # A Mount moves its matched prefix into root_path; what was added since we saw the
-        # scope belongs in front of the inner route's template.
+        template = getattr(route, "path_format", None)
+        if not isinstance(template, str):
+            return None
+        # Each Mount moves what it matched into root_path: what was added since we saw the
+        # scope is the concrete text of the mounts (caller-controlled under "/{tenant}").
         prefix: str = scope.get("root_path", "")
         if prefix == root_path:
             prefix = ""
         elif prefix.startswith(root_path):
             prefix = prefix[len(root_path) :]
-        key = (id(route), method, prefix)
-        cached = self._names.get(key)
-        if cached is not None and cached[0] is route:
-            return cached[1]
-        template = getattr(route, "path_format", None)
-        if not isinstance(template, str):
-            return None
-        name = tracer.name(method, prefix + template)
-        if len(self._names) < _MAX_CACHED_NAMES:
-            self._names[key] = (route, name)
-        return name
+        chains = self._mount_chains(route, app)
+        for index, chain in enumerate(chains):
+            # The chain Starlette took is the one whose mounts match the concrete prefix.
+            if not _chain_matches(
+                (*chain, route) if _mount_template(route) is not None else chain, prefix
+            ):
+                continue
+            key = (id(route), method, index)
+            cached = self._names.get(key)
+            if cached is not None and cached[0] is route:
+                return cached[1]
+            name = tracer.name(method, "".join(_mount_template(m) or "" for m in chain) + template)
+            if len(self._names) < _MAX_CACHED_NAMES:
+                self._names[key] = (route, name)
+            return name
+        # The mounts are unknown (e.g. a sub-app behind middleware without `routes`): the
+        # concrete prefix, never cached, so caller-controlled text cannot fill the cache.
+        if prefix and _mount_template(route) is not None:
+            return None  # the mount's own match is in the prefix: keep the path
+        return tracer.name(method, prefix + template)
+
+    def _mount_chains(self, route: Any, app: Any) -> tuple[tuple[Any, ...], ...]:
+        """The chains of mounts (outermost first) under which ``route`` sits in the routing
+        tree of the app we wrap; indexed once per route object, not per request."""
+        entry = self._chains.get(id(route))
+        if entry is not None and entry[0] is route:
+            return entry[1]
+        # Our app's routes when it has them; else (added with app.add_middleware, so we wrap
+        # Starlette's inner stack) the app Starlette put in the scope before calling us.
+        root = self.app if isinstance(getattr(self.app, "routes", None), list) else app
+        found = _index_routes(getattr(root, "routes", None))
+        self._chains.update(found)
+        entry = self._chains.get(id(route))
+        if entry is not None and entry[0] is route:
+            return entry[1]
+        # Found nowhere (an opaque sub-app): remembered, so it costs one walk, not one a request.
+        if len(self._chains) < _MAX_CACHED_NAMES:
+            self._chains[id(route)] = (route, ())
+        return ()
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
@@ -183,7 +274,18 @@ class TracingMiddleware:
 class _Exchange:
     """One traced request: wraps ``send`` to see the status and the last body chunk."""
 
-    __slots__ = ("_mw", "_receive", "_send", "done", "root_path", "run", "scope", "size", "status")
+    __slots__ = (
+        "_mw",
+        "_receive",
+        "_send",
+        "app",
+        "done",
+        "root_path",
+        "run",
+        "scope",
+        "size",
+        "status",
+    )
 
     def __init__(
         self, mw: TracingMiddleware, scope: Scope, run: RunTree, receive: Receive, send: Send
@@ -194,6 +296,8 @@ class _Exchange:
         self.scope = scope
         self.run = run
         self.root_path: str = scope.get("root_path", "")
+        # Starlette's app as it was when we were called: a mounted sub-app replaces it later.
+        self.app: Any = scope.get("app")
         self.status: int | None = None
         self.size = 0
         self.done = False
@@ -237,7 +341,7 @@ class _Exchange:
         self.done = True
         try:
             mw = self._mw
-            name = mw._run_name(self.scope, self.root_path)
+            name = mw._run_name(self.scope, self.root_path, self.app)
             if name is not None:
                 self.run.name = name
             mw._tracer.finish(self.run, self.status, self.size, error, incomplete=incomplete)

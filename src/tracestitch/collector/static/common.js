@@ -28,20 +28,41 @@ const TS = (() => {
     return node;
   }
 
-  async function getJSON(path) {
-    const headers = { accept: "application/json" };
+  const NEEDS_KEY = "This collector needs its API key: open the page with #key=YOUR_KEY";
+
+  function authHeaders(headers) {
     const key = sessionStorage.getItem("tracestitch-key");
     if (key) headers["x-api-key"] = key;
-    const resp = await fetch(path, { headers });
-    if (resp.status === 401) {
-      throw new Error("This collector needs its API key: open the page with #key=YOUR_KEY");
-    }
+    return headers;
+  }
+
+  async function getJSON(path) {
+    const resp = await fetch(path, { headers: authHeaders({ accept: "application/json" }) });
+    if (resp.status === 401) throw new Error(NEEDS_KEY);
     if (!resp.ok) {
       let detail = resp.statusText;
       try { detail = (await resp.json()).detail || detail; } catch (e) { /* not JSON */ }
       throw new Error(`${resp.status}: ${detail}`);
     }
     return resp.json();
+  }
+
+  // Attachments sit behind the API key, which a plain link click never sends. So: fetch with
+  // the key, then hand the browser a blob: URL typed application/octet-stream with a `download`
+  // name, so the bytes are saved as a file and never rendered (as HTML or anything else) here.
+  async function download(path, filename) {
+    const resp = await fetch(path, { headers: authHeaders({ accept: "application/octet-stream" }) });
+    if (resp.status === 401) throw new Error(NEEDS_KEY);
+    if (!resp.ok) throw new Error(`${resp.status}: ${resp.statusText || "download failed"}`);
+    const blob = new Blob([await resp.arrayBuffer()], { type: "application/octet-stream" });
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: filename.replace(/[\\/]/g, "_") || "attachment" });
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Revoked later, not at once: the browser reads the blob after click() returns.
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
   function ms(value) {
@@ -111,5 +132,5 @@ const TS = (() => {
     return details;
   }
 
-  return { el, getJSON, ms, when, serviceColours, statusBadge, serviceChip, jsonTree };
+  return { el, getJSON, download, ms, when, serviceColours, statusBadge, serviceChip, jsonTree };
 })();

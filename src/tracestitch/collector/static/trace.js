@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, ms, when, serviceColours, statusBadge, serviceChip, jsonTree } = TS;
+  const { el, getJSON, download, ms, when, serviceColours, statusBadge, serviceChip, jsonTree } = TS;
   const traceId = decodeURIComponent(location.pathname.split("/").pop());
   const waterfall = document.getElementById("waterfall");
   const detail = document.getElementById("detail");
@@ -92,6 +92,24 @@
     return table;
   }
 
+  // A click downloads through fetch (which carries the API key), not by navigating the link.
+  function attachmentItem(run, name, info) {
+    const path = `/api/runs/${encodeURIComponent(run.id)}/attachments/${encodeURIComponent(name)}`;
+    const problem = el("span", { class: "flag flag-error", hidden: "" });
+    const link = el("a", {
+      href: path, class: "attachment", text: name,
+      onclick: (e) => {
+        e.preventDefault();
+        problem.hidden = true;
+        download(path, name).catch((err) => {
+          problem.textContent = String(err.message || err);
+          problem.hidden = false;
+        });
+      },
+    });
+    return el("li", {}, link, ` ${info.content_type}, ${info.size} bytes `, problem);
+  }
+
   function renderDetail(run) {
     const head = el("div", { class: "detail-head" },
       el("h2", { text: run.name || "(patch only)" }),
@@ -127,8 +145,8 @@
     if (run.events && run.events.length) parts.push(section(`Events (${run.events.length})`, jsonTree(run.events)));
     const attachments = Object.entries(run.attachments || {});
     if (attachments.length) {
-      parts.push(section("Attachments", el("ul", {}, ...attachments.map(([name, info]) =>
-        el("li", {}, el("a", { href: info.presigned_url, text: name }), ` ${info.content_type}, ${info.size} bytes`)))));
+      parts.push(section("Attachments", el("ul", { class: "attachments" },
+        ...attachments.map(([name, info]) => attachmentItem(run, name, info)))));
     }
     parts.push(section("Ids", kv([
       ["run", run.id], ["parent", run.parent_run_id], ["trace", run.trace_id],
