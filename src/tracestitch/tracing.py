@@ -1,7 +1,8 @@
 """``@traceable`` and ``trace()``: child runs from ordinary code.
 
 Each traced call creates a run under the current one (or a root), makes it current while the
-body runs, and ends it with the outputs or the exception, which is re-raised unchanged. The
+body runs, and ends it with the outputs or the exception, which is re-raised unchanged; the run
+is handed to the exporter once, complete, when it ends. The
 tracing work itself is guarded: if it fails, the function still runs, untraced. There are no
 executor hops: async functions are awaited in the caller's task.
 
@@ -62,7 +63,6 @@ def _start_run(
             )
         else:
             run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
-        run.post()
         return run
     except Exception as exc:
         report("tracing.start", exc)
@@ -82,7 +82,10 @@ def _end_run(
             run.end()
         else:
             run.end(outputs=outputs if isinstance(outputs, dict) else {"output": outputs})
-        run.patch()
+        # Posted once, complete, as the middleware does: a post at start would make the worker
+        # serialize a short run two or three times (open, ended, merged). The cost is that a
+        # run is not visible while it is still open.
+        run.post()
     except Exception as exc:
         report("tracing.end", exc)
 
@@ -384,7 +387,7 @@ class trace:
             _end_run(run)
         else:  # ended by the block itself: only ship it
             try:
-                run.patch()
+                run.post()
             except Exception as error:
                 report("tracing.end", error)
 
