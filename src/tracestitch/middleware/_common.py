@@ -163,6 +163,18 @@ class ServerTracer(RequestRecorder):
             return Outcome.DISABLED
         return Outcome.NEW_ROOT
 
+    def decide(
+        self, method: str, path: str, carrier: Any, has_trace: bool
+    ) -> RunTree | Outcome | None:
+        """:meth:`admit` then :meth:`parent`, as every adapter needs them: ``None`` (pass the
+        request through untouched), ``Outcome.DISABLED`` (run it with tracing off), or the
+        parent to start the request's run under (the caller's run or ``Outcome.NEW_ROOT``)."""
+        skip = self.admit(method, path)
+        if skip is not None:
+            return None if skip is Outcome.PASS else skip
+        parent = self.parent(carrier, has_trace)
+        return None if parent is Outcome.PASS else parent
+
     # -- the run -------------------------------------------------------------------------------
 
     def start(

@@ -143,15 +143,10 @@ class _Middleware:
         tracer = self._tracer
         method = request.method
         path = request.path
-        skip = tracer.admit(method, path)
-        if skip is not None:
-            return None if skip is Outcome.PASS else skip
         headers = request.headers
         has_trace = "langsmith-trace" in headers or "traceparent" in headers
-        parent = tracer.parent(headers, has_trace)
-        if parent is Outcome.PASS:
-            return None
-        if parent is Outcome.DISABLED:
+        parent = tracer.decide(method, path, headers, has_trace)
+        if parent is None or parent is Outcome.DISABLED:
             return parent
         inputs = tracer.inputs(
             method,

@@ -161,15 +161,10 @@ class TracingMiddleware:
                 tracer.learn_app(app)
         method: str = scope["method"]
         path: str = scope["path"]
-        skip = tracer.admit(method, path)
-        if skip is not None:
-            return None if skip is Outcome.PASS else skip
         pairs = scope.get("headers") or ()
         headers, has_trace = tracer.scan_pairs(pairs)
-        parent = tracer.parent(pairs, has_trace)
-        if parent is Outcome.PASS:
-            return None
-        if parent is Outcome.DISABLED:
+        parent = tracer.decide(method, path, pairs, has_trace)
+        if parent is None or parent is Outcome.DISABLED:
             return parent
         raw_query = scope.get("query_string")
         client = scope.get("client")

@@ -81,14 +81,9 @@ class TracingMiddleware:
         if not path.isascii():
             # WSGI hands the raw path bytes over as latin-1 text; show what the client sent.
             path = path.encode("latin-1", "replace").decode("utf-8", "replace")
-        skip = tracer.admit(method, path)
-        if skip is not None:
-            return None if skip is Outcome.PASS else skip
         has_trace = "HTTP_LANGSMITH_TRACE" in environ or "HTTP_TRACEPARENT" in environ
-        parent = tracer.parent(environ, has_trace)
-        if parent is Outcome.PASS:
-            return None
-        if parent is Outcome.DISABLED:
+        parent = tracer.decide(method, path, environ, has_trace)
+        if parent is None or parent is Outcome.DISABLED:
             return parent
         inputs = tracer.inputs(
             method,
