@@ -152,13 +152,12 @@ def test_bad_baggage_keeps_the_parent_but_drops_the_member() -> None:
     assert stats() == {"metadata_not_object": 1, "project_invalid": 1}
 
 
-def test_oversized_baggage_is_ignored_in_constant_work() -> None:
+def test_oversized_baggage_is_rejected_before_it_is_parsed() -> None:
     huge = "k=" + "v" * 200_000
-    started = time.perf_counter()
     remote = extract({"langsmith-trace": ORDER, "baggage": huge})
     assert remote is not None and remote.metadata is None
+    # Counted as too large, not as a parse failure: the size cap ran first.
     assert stats() == {"baggage_too_large": 1}
-    assert time.perf_counter() - started < 1.0  # a sanity bound, not a benchmark
 
 
 def test_w3c_traceparent_parent_and_tracestate_pass_through() -> None:
