@@ -297,7 +297,20 @@ def test_attachments_must_be_bytes_or_text() -> None:
 
 
 def _fields(run: RunTree) -> dict[str, object]:
+    # _id_text is a cache only the fast constructors fill: when there, it must say the ids.
+    known = run._id_text
+    if known is not None:
+        parent = run.parent_run_id
+        assert known == (
+            run.id,
+            str(run.id),
+            run.trace_id,
+            str(run.trace_id),
+            parent,
+            parent and str(parent),
+        )
     varying = {"id", "trace_id", "start_time_us", "dotted_order", "parent_run", "__weakref__"}
+    varying.add("_id_text")
     return {s: getattr(run, s) for s in RunTree.__slots__ if s not in varying}
 
 

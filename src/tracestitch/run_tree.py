@@ -95,6 +95,7 @@ class RunTree:
     __slots__ = (
         "__weakref__",
         "_children",
+        "_id_text",
         "_remote",
         "_skew_us",
         "_tracestate",
@@ -156,7 +157,11 @@ class RunTree:
     invocation_params: dict[str, Any] | None
     events: list[dict[str, Any]]
     exporter: Exporter | None
-    _children: dict[uuid.UUID, RunTree] | None
+    _children: dict[int, RunTree] | None
+    # (id, its text, trace_id, its text, parent_run_id, its text) as made at creation: the
+    # text goes out with every export, and str(UUID) is slow. Trusted only while the UUIDs
+    # are still the very objects it was made for (a field reassigned later is re-formatted).
+    _id_text: tuple[uuid.UUID, str, uuid.UUID, str, uuid.UUID | None, str | None] | None
     _remote: bool
     _skew_us: int
     _tracestate: str | None
@@ -226,6 +231,7 @@ class RunTree:
         self.events = list(events) if events else []
         self._children = None
         self._remote = False
+        self._id_text = None
         self.parent_run = parent_run
         if parent_run is not None:
             # Inherit the trace and its context; a child never starts before its parent
@@ -337,6 +343,7 @@ class RunTree:
             run.invocation_params = None
             run.exporter = None
             run._children = None
+            run._id_text = None
         run.start_time_us = remote.start_us
         now = ids.now_micros()
         # The caller's clock runs ahead of ours: shift our subtree by the difference, so the
@@ -353,12 +360,25 @@ class RunTree:
             run.replicas = remote.replicas
         run._tracestate = remote.tracestate
         run.distributed_parent_id = remote.run_id
+        if run._id_text is None and run.dotted_order is remote.dotted_order:
+            # The ids were parsed from this order, so its text is theirs (lower-cased: an
+            # upstream SDK may write hex in upper case). Children take their parent's text.
+            order = remote.dotted_order
+            run._id_text = (
+                run.id,
+                order[-ids.UUID_LENGTH :].lower(),
+                run.trace_id,
+                order[ids.TIMESTAMP_LENGTH : ids.SEGMENT_LENGTH].lower(),
+                None,
+                None,
+            )
         return run
 
     def _adopt(self, child: RunTree) -> None:
         if self._children is None:
             self._children = {}
-        self._children[child.id] = child
+        # Keyed by identity: hashing a UUID is a Python-level call, and this is every child.
+        self._children[id(child)] = child
 
     def create_child(
         self,
@@ -405,8 +425,8 @@ class RunTree:
         # The constructor's parent branch, without its ~30 keyword arguments: this is the path
         # of every @traceable call and every server and client run.
         child = _new(RunTree)
-        run_id = ids.uuid7()
-        start = ids.now_micros() + self._skew_us
+        run_id, text, now = ids.new_run_id()
+        start = now + self._skew_us
         if start < self.start_time_us:
             start = self.start_time_us
         child.id = run_id
@@ -417,7 +437,12 @@ class RunTree:
         child.trace_id = self.trace_id
         child.start_time_us = start
         child.end_time_us = None
-        child.dotted_order = f"{self.dotted_order}.{ids.format_segment(start, run_id)}"
+        child.dotted_order = f"{self.dotted_order}.{ids.format_timestamp(start)}{text}"
+        known = self._id_text
+        if known is not None and known[0] is self.id and known[2] is self.trace_id:
+            child._id_text = (run_id, text, self.trace_id, known[3], self.id, known[1])
+        else:
+            child._id_text = None
         child.project_name = project_name or self.project_name
         parent_meta = self.metadata
         if metadata:
@@ -453,8 +478,7 @@ class RunTree:
         """A root run without the keyword constructor (the path of every untraced-upstream
         request and every top-level ``@traceable`` call)."""
         run = _new(cls)
-        run_id = ids.uuid7()
-        start = ids.now_micros()
+        run_id, text, start = ids.new_run_id()
         run.id = run.trace_id = run_id
         run.name = name
         run.run_type = run_type
@@ -462,7 +486,8 @@ class RunTree:
         run.parent_run_id = None
         run.start_time_us = start
         run.end_time_us = None
-        run.dotted_order = ids.format_segment(start, run_id)
+        run.dotted_order = ids.format_timestamp(start) + text
+        run._id_text = (run_id, text, run_id, text, None, None)
         run.project_name = project_name or default_project()
         run.metadata = dict(metadata) if metadata else {}
         run.tags = list(tags) if tags else []
@@ -630,7 +655,7 @@ class RunTree:
     def _release(self) -> None:
         parent = self.parent_run
         if parent is not None and parent._children:
-            parent._children.pop(self.id, None)
+            parent._children.pop(id(self), None)
 
     # ------------------------------------------------------------------ headers
 
@@ -686,35 +711,33 @@ class RunTree:
             extra = {**extra, "metadata": self.metadata}
         if self.invocation_params:
             extra = {**extra, "invocation_params": self.invocation_params}
-        # Id strings come from the dotted order, which ends "{time}{id}" and starts with the
-        # trace id: slicing is cheaper than str(UUID). The int compare guards against a field
-        # changed after construction.
-        order = self.dotted_order
-        run_id = order[-36:]
-        if int(run_id.replace("-", ""), 16) != self.id.int:
-            run_id = str(self.id)
-        # An upstream order may spell its ids in upper case (accepted on parse): lower them.
-        trace_id = order[ids.TIMESTAMP_LENGTH : ids.SEGMENT_LENGTH].lower()
-        if int(trace_id.replace("-", ""), 16) != self.trace_id.int:
-            trace_id = str(self.trace_id)
-        parent_id = None
-        if self.parent_run_id is not None:
-            parent_id = order[-95:-59].lower()
-            if len(order) < 117 or int(parent_id.replace("-", ""), 16) != self.parent_run_id.int:
-                parent_id = str(self.parent_run_id)
+        known = self._id_text
+        parent_id = self.parent_run_id
+        if (
+            known is not None
+            and known[0] is self.id
+            and known[2] is self.trace_id
+            and known[4] is parent_id
+        ):
+            run_id, trace_id, parent_text = known[1], known[3], known[5]
+        else:
+            run_id, trace_id, parent_text = self._id_texts()
         wire: dict[str, Any] = {
             "id": run_id,
             "name": self.name,
             "run_type": self.run_type,
             "start_time": ids.format_iso(self.start_time_us),
             "trace_id": trace_id,
-            "dotted_order": order,
-            "parent_run_id": parent_id,
+            "dotted_order": self.dotted_order,
             "session_name": self.project_name,
             "extra": extra,
-            "tags": self.tags,
-            "events": self.events,
+            "tags": self.tags if self.tags is not None else [],
+            "events": self.events if self.events is not None else [],
         }
+        # None values are left out, as the SDK's exclude_none dump does: the exporter can then
+        # serialize this dict as it is.
+        if parent_text is not None:
+            wire["parent_run_id"] = parent_text
         if op == "post":
             wire["inputs"] = self.inputs
             if self.serialized is not None:
@@ -728,6 +751,26 @@ class RunTree:
         if self.reference_example_id is not None:
             wire["reference_example_id"] = str(self.reference_example_id)
         return wire
+
+    def _id_texts(self) -> tuple[str, str, str | None]:
+        """Id, trace id and parent id as text, for a run made without the cache (keyword
+        constructor) or whose ids were reassigned: sliced from the dotted order when it still
+        says them (cheaper than str(UUID)), else formatted."""
+        # The order ends "{time}{id}" and starts with the trace id; an upstream order may spell
+        # its ids in upper case (accepted on parse), hence lower().
+        order = self.dotted_order
+        run_id = order[-36:]
+        if int(run_id.replace("-", ""), 16) != self.id.int:
+            run_id = str(self.id)
+        trace_id = order[ids.TIMESTAMP_LENGTH : ids.SEGMENT_LENGTH].lower()
+        if int(trace_id.replace("-", ""), 16) != self.trace_id.int:
+            trace_id = str(self.trace_id)
+        parent_id = None
+        if self.parent_run_id is not None:
+            parent_id = order[-95:-59].lower()
+            if len(order) < 117 or int(parent_id.replace("-", ""), 16) != self.parent_run_id.int:
+                parent_id = str(self.parent_run_id)
+        return run_id.lower(), trace_id, parent_id
 
     def to_json(self) -> dict[str, Any]:
         """The run as a JSON-ready dict (the ``post`` wire shape)."""

@@ -2,8 +2,9 @@
 
 Every submitted operation is *settled* exactly once, as sent, spooled, dropped, rejected or
 coalesced, so ``submitted == settled + pending`` always holds and ``flush`` can wait for a
-target count. The request path (:mod:`~tracestitch.export.intake`), the batcher, the sender and
-the lifecycle methods all account here, under :attr:`Ledger.lock`.
+target count. The batcher, the sender and the lifecycle methods account here, under
+:attr:`Ledger.lock`; the request path counts submissions under the queue's own lock
+(:mod:`~tracestitch.export.intake`) and takes this one only to drop or coalesce.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class Ledger:
         self.stop = threading.Event()
         self.spool_at: float | None = None
         self.closed = False
-        self.submitted = 0
         self.settled = 0
         self.mem_bytes = 0
         self.flush_waiters = 0
@@ -167,9 +167,10 @@ class Ledger:
             with self.lock:
                 self.flush_waiters -= 1
 
-    def snapshot(self) -> dict[str, Any]:
-        """The counters (caller adds queue and spool figures). Caller holds :attr:`lock`."""
-        result: dict[str, Any] = {"submitted": self.submitted, **self.counts}
+    def snapshot(self, submitted: int) -> dict[str, Any]:
+        """The counters (caller adds queue and spool figures). Caller holds :attr:`lock` and
+        reads ``submitted`` after taking it, so ``pending`` is never negative."""
+        result: dict[str, Any] = {"submitted": submitted, **self.counts}
         result["drop_reasons"] = dict(self.drop_reasons)
-        result["pending"] = self.submitted - self.settled
+        result["pending"] = submitted - self.settled
         return result

@@ -21,7 +21,6 @@ from tracestitch.export.wire import WireOp, serialize_run
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from uuid import UUID
 
     from tracestitch.export.accounting import Ledger
     from tracestitch.export.intake import Intake
@@ -39,19 +38,19 @@ class Handoff:
     ledger's lock; the batcher appends, the sender pops, shutdown spools what is left."""
 
     def __init__(self) -> None:
-        self.batches: deque[list[WireOp]] = deque()
+        self.batches: deque[tuple[list[WireOp], int]] = deque()
         self.bytes = 0
         self.inflight: list[WireOp] | None = None
 
     def push(self, batch: list[WireOp], size: int) -> None:
-        self.batches.append(batch)
+        self.batches.append((batch, size))
         self.bytes += size
 
-    def pop(self) -> list[WireOp]:
-        batch = self.batches.popleft()
-        self.bytes -= sum(op.size for op in batch)
+    def pop(self) -> tuple[list[WireOp], int]:
+        batch, size = self.batches.popleft()
+        self.bytes -= size
         self.inflight = batch
-        return batch
+        return batch, size
 
     def release(self, batch: list[WireOp]) -> bool:
         """Whether ``batch`` was still in flight (and is now ours to settle)."""
@@ -61,7 +60,7 @@ class Handoff:
         return False
 
     def take_all(self) -> list[list[WireOp]]:
-        leftovers = list(self.batches)
+        leftovers = [batch for batch, _ in self.batches]
         self.batches.clear()
         self.bytes = 0
         inflight, self.inflight = self.inflight, None
@@ -71,7 +70,12 @@ class Handoff:
 
 
 class Batcher:
-    """The batcher thread's state and loop; see the module docstring."""
+    """The batcher thread's state and loop; see the module docstring.
+
+    The open batch is the batcher's alone, so adding to it takes no lock: the serialized bytes
+    it holds reach the ledger's ``mem_bytes`` once per chunk (:meth:`_account`), not once per
+    operation.
+    """
 
     def __init__(
         self,
@@ -93,10 +97,12 @@ class Batcher:
         self.flush_interval = flush_interval
         self.max_queue_bytes = max_queue_bytes
         self._clock = clock
-        self._open: dict[tuple[str, UUID], list[WireOp]] = {}
+        # (op, run id as an int: hashing a UUID object is a Python-level call) -> its ops.
+        self._open: dict[tuple[str, int], list[WireOp]] = {}
         self._open_bytes = 0
         self._open_count = 0
         self._open_since = 0.0
+        self._unaccounted = 0  # bytes added to the open batch, not yet in ledger.mem_bytes
 
     def run(self) -> None:
         ledger = self.ledger
@@ -128,8 +134,9 @@ class Batcher:
     def drain(self, limit: int = 10_000) -> None:
         """Serialize up to ``limit`` queued operations into batches."""
         done = 0
+        max_size, max_bytes = self.max_batch_size, self.max_batch_bytes
         while done < limit:
-            chunk_size = _BIG_CHUNK if len(self.intake) > _BIG_CHUNK else self.max_batch_size
+            chunk_size = _BIG_CHUNK if len(self.intake) > _BIG_CHUNK else max_size
             chunk = self.intake.take(min(chunk_size, limit - done))
             if not chunk:
                 return
@@ -137,23 +144,26 @@ class Batcher:
             serialized = 0
             for op, run in chunk:
                 try:
-                    ops = self._serialize(op, run)
+                    serialized += self._serialize(op, run)
                 except Exception as exc:
                     report_internal("export.serialize", exc)
                     self.ledger.drop(1, "serialization failed")
-                    ops = []
-                serialized += sum(o.size for o in ops)
-                if (
-                    self._open_bytes >= self.max_batch_bytes
-                    or self._open_count >= self.max_batch_size
-                ):
+                if self._open_bytes >= max_bytes or self._open_count >= max_size:
                     self.close_batch()
             self.intake.observe(serialized, len(chunk))
+            self._account()
 
-    def _serialize(self, op: Op, run: RunTree) -> list[WireOp]:
-        run_id = run.id  # the UUID itself: hashing it is cheaper than formatting it
+    def _account(self) -> None:
+        if self._unaccounted:
+            with self.ledger.lock:
+                self.ledger.mem_bytes += self._unaccounted
+            self._unaccounted = 0
+
+    def _serialize(self, op: Op, run: RunTree) -> int:
+        """Add the run's ops to the open batch; returns the bytes they serialized to."""
+        run_key = run.id.int
         if op == "patch":
-            key = ("post", run_id)
+            key = ("post", run_key)
             posted = self._open.get(key)
             if posted is not None:
                 # The post is still here: re-serialize it now, after the patch was submitted,
@@ -161,39 +171,39 @@ class Batcher:
                 fresh = serialize_run("post", run, weight=posted[0].weight + 1)
                 self._replace_open(key, fresh)
                 self.ledger.count("merged")
-                return fresh
+                return sum(o.size for o in fresh)
             # A post already sent, even of an ended run, does not make the patch redundant:
             # the run may have changed since (an error recorded after end(), late metadata).
         ops = serialize_run(op, run)
-        self._add_open((op, run_id), ops)
-        return ops
-
-    def _add_open(self, key: tuple[str, UUID], ops: list[WireOp]) -> None:
+        size = ops[0].size if len(ops) == 1 else sum(o.size for o in ops)
+        key = (op, run_key)
         if not self._open:
             self._open_since = self._clock()
-        existing = self._open.get(key)
-        if existing is not None:  # the same op twice (a repeated post): keep one, settle both
-            ops[0].weight += existing[0].weight
+        elif key in self._open:  # the same op twice (a repeated post): keep one, settle both
+            ops[0].weight += self._open[key][0].weight
             self._replace_open(key, ops)
-            return
-        size = sum(o.size for o in ops)
+            return size
         self._open[key] = ops
         self._open_count += len(ops)
         self._open_bytes += size
-        with self.ledger.lock:
-            self.ledger.mem_bytes += size
+        self._unaccounted += size
+        return size
 
-    def _replace_open(self, key: tuple[str, UUID], ops: list[WireOp]) -> None:
-        old = sum(o.size for o in self._open[key])
-        new = sum(o.size for o in ops)
-        self._open_count += len(ops) - len(self._open[key])
+    def _replace_open(self, key: tuple[str, int], ops: list[WireOp]) -> None:
+        old = self._open[key]
+        delta = sum(o.size for o in ops) - sum(o.size for o in old)
+        self._open_count += len(ops) - len(old)
         self._open[key] = ops
-        self._open_bytes += new - old
-        with self.ledger.lock:
-            self.ledger.mem_bytes += new - old
+        self._open_bytes += delta
+        self._unaccounted += delta
 
     def close_batch(self) -> None:
-        batch = [op for ops in self._open.values() for op in ops]
+        self._account()
+        open_ops = self._open.values()
+        if self._open_count == len(open_ops):  # one op per run (no replicas): the usual case
+            batch = [ops[0] for ops in open_ops]
+        else:
+            batch = [op for ops in open_ops for op in ops]
         size = self._open_bytes
         self._open = {}
         self._open_bytes = 0

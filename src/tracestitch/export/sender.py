@@ -69,21 +69,22 @@ class Sender:
         while not ledger.stop.is_set():
             try:
                 batch: list[WireOp] | None = None
+                size = 0
                 with ledger.lock:
                     if not self.handoff.batches and not self._replayable():
                         ledger.cond.wait(self.idle_wait)
                     if ledger.stop.is_set():
                         return
                     if self.handoff.batches and not (replay_turn and self._replayable()):
-                        batch = self.handoff.pop()
+                        batch, size = self.handoff.pop()
                         ledger.cond.notify_all()
                 replay_turn = not replay_turn
                 if batch is not None:
-                    self._deliver(batch, None)
+                    self._deliver(batch, None, size)
                 elif self._replayable() and spool is not None:
                     claim = spool.claim_oldest()
                     if claim is not None:
-                        self._deliver(claim.ops, claim)
+                        self._deliver(claim.ops, claim, sum(op.size for op in claim.ops))
             except Exception as exc:
                 report_internal("export.sender", exc)
 
@@ -101,9 +102,8 @@ class Sender:
     def _waiting_to_probe(self) -> bool:
         return self.down and self._clock() < self._next_probe
 
-    def _deliver(self, batch: list[WireOp], claim: Claim | None) -> None:
+    def _deliver(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
         attempts = 0
-        size = sum(op.size for op in batch)
         ledger = self.ledger
         while True:
             if ledger.stopping() or ledger.stop.is_set() or self._waiting_to_probe():

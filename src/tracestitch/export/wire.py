@@ -24,7 +24,7 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -138,7 +138,9 @@ def dumps(obj: Any) -> bytes:
     return memoryview(data).tobytes() if len(data) < 2048 else data
 
 
-@dataclass(slots=True)
+_NO_ATTACHMENTS: Mapping[str, tuple[str, bytes]] = MappingProxyType({})
+
+
 class WireOp:
     """One run operation, serialized: what batches, spool records and sinks carry.
 
@@ -146,22 +148,55 @@ class WireOp:
     element as is). :meth:`split` gives the SDK's multipart layout when that is wanted, which
     is rarer (attachments) and so pays the re-parse. ``weight`` is how many submitted
     operations this one settles (a post merged with its patch settles two; a replica's copy
-    settles none).
+    settles none). ``size`` (body plus attachments, the bytes it holds) is computed once: the
+    worker reads it several times per op.
+
+    A hand-written slots class rather than a dataclass: one is built per exported run, on the
+    worker's hottest path.
     """
 
-    kind: str
-    run_id: str
-    trace_id: str
-    body: bytes
-    attachments: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    weight: int = 1
+    __slots__ = ("attachments", "body", "kind", "run_id", "size", "trace_id", "weight")
 
-    @property
-    def size(self) -> int:
-        total = len(self.body)
-        for name, (mime, data) in self.attachments.items():
-            total += len(name) + len(mime) + len(data)
-        return total
+    def __init__(
+        self,
+        kind: str,
+        run_id: str,
+        trace_id: str,
+        body: bytes,
+        attachments: Mapping[str, tuple[str, bytes]] = _NO_ATTACHMENTS,
+        weight: int = 1,
+    ) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.trace_id = trace_id
+        self.body = body
+        self.attachments = attachments
+        self.weight = weight
+        size = len(body)
+        if attachments:
+            for name, (mime, data) in attachments.items():
+                size += len(name) + len(mime) + len(data)
+        self.size = size
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WireOp):
+            return NotImplemented
+        return (
+            self.kind == other.kind
+            and self.run_id == other.run_id
+            and self.trace_id == other.trace_id
+            and self.body == other.body
+            and dict(self.attachments) == dict(other.attachments)
+            and self.weight == other.weight
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (weight), compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"WireOp(kind={self.kind!r}, run_id={self.run_id!r}, size={self.size}, "
+            f"attachments={list(self.attachments)!r}, weight={self.weight})"
+        )
 
     def json(self) -> bytes:
         """The whole run as one JSON object (the ``/runs/batch`` element)."""
@@ -184,24 +219,21 @@ def split_wire(kind: str, wire: dict[str, Any], weight: int = 1) -> WireOp:
     ``exclude_none`` dump does)."""
     if None in wire.values() or "attachments" in wire:
         wire = {k: v for k, v in wire.items() if v is not None and k != "attachments"}
-    return WireOp(
-        kind=kind,
-        run_id=str(wire.get("id")),
-        trace_id=str(wire.get("trace_id")),
-        body=dumps(wire),
-        weight=weight,
-    )
+    return WireOp(kind, str(wire.get("id")), str(wire.get("trace_id")), dumps(wire), weight=weight)
 
 
 def serialize_run(kind: str, run: RunTree, weight: int = 1) -> list[WireOp]:
     """The run's ops: its own, plus one per header replica (written to that replica's project,
     with ids remapped so the copy cannot collide with the original)."""
     wire = run.to_wire("post" if kind == "post" else "patch")
-    op = split_wire(kind, wire, weight)
-    if run.attachments:
-        op.attachments = dict(run.attachments)
+    # to_wire leaves None values out and its ids are text already, so this is split_wire
+    # without its checks: one op per exported run, on the worker's hottest path.
+    attachments = dict(run.attachments) if run.attachments else _NO_ATTACHMENTS
+    op = WireOp(kind, wire["id"], wire["trace_id"], dumps(wire), attachments, weight)
+    if not run.replicas:
+        return [op]
     ops = [op]
-    for replica in run.replicas or ():
+    for replica in run.replicas:
         project = replica.get("project_name")
         if not isinstance(project, str) or not project:
             continue
@@ -210,8 +242,7 @@ def serialize_run(kind: str, run: RunTree, weight: int = 1) -> list[WireOp]:
         if copy is wire:
             continue  # the replica is the run's own project: the original covers it
         rop = split_wire(kind, copy, weight=0)
-        rop.attachments = op.attachments
-        ops.append(rop)
+        ops.append(WireOp(kind, rop.run_id, rop.trace_id, rop.body, attachments, 0))
     return ops
 
 

@@ -187,7 +187,7 @@ class BatchExporter:
         coalesced + pending``; ``spool_dropped`` counts spooled operations deleted later
         because the spool was full."""
         with self._ledger.lock:
-            result = self._ledger.snapshot()
+            result = self._ledger.snapshot(self._intake.submitted)
             result["bytes_queued"] = self._intake.queued_bytes + self._ledger.mem_bytes
             result["queued"] = len(self._intake)
             result["item_estimate"] = self._intake.estimate
@@ -229,9 +229,7 @@ class BatchExporter:
         ``False`` if that took longer than ``timeout`` (default: ``shutdown_timeout``)."""
         timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = self._clock() + timeout
-        with self._ledger.lock:
-            target = self._ledger.submitted
-        return self._ledger.wait_settled(target, deadline)
+        return self._ledger.wait_settled(self._intake.submitted, deadline)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is queued within ``timeout`` seconds (default 2), spool the rest, stop
@@ -239,7 +237,7 @@ class BatchExporter:
         ledger = self._ledger
         with ledger.lock:
             if ledger.closed:
-                return ledger.settled >= ledger.submitted
+                return ledger.settled >= self._intake.submitted
             ledger.closed = True
         timeout = self.shutdown_timeout if timeout is None else timeout
         start = self._clock()
