@@ -232,3 +232,49 @@ def test_import_with_an_endpoint_configured_starts_nothing(tmp_path: Path) -> No
         "pathlib",  # may come from the core; not from export.config
     }, result["modules"]
     assert not (tmp_path / "spool").exists()
+
+
+def test_a_full_queue_makes_the_caller_serialize_instead_of_dropping() -> None:
+    # The batcher is held inside its first run while the queue fills: every later run is
+    # serialized on the submitting thread, kept within the bound, and delivered in the end.
+    sink = ListSink()
+    exporter = BatchExporter(sink, max_queue_bytes=256 << 10, item_estimate=1024, flush_interval=5)
+    gate = _gated(exporter)
+    gate.end()
+    gate.post()
+    assert gate.entered.wait(10)
+    # The queue's share is 32 KiB: 32 runs at the 1 KiB estimate, then 16 KiB serialized.
+    runs = [RunTree(name=f"r{i}", inputs={"i": i}, exporter=exporter) for i in range(50)]
+    for run in runs:
+        run.end(outputs={"i": run.inputs["i"]})
+        run.post()
+    stats = exporter.stats()
+    assert stats["serialized_by_caller"] > 0 and stats["dropped"] == 0
+    assert stats["bytes_queued"] <= 256 << 10
+    gate.release.set()
+    assert exporter.flush(10)
+    stats = exporter.stats()
+    assert stats["sent"] == 51 and stats["dropped"] == 0 and invariant(stats)
+    sent = {op.run_id: op.to_dict() for batch in sink.batches for op in batch}
+    assert {str(r.id) for r in runs} <= set(sent)
+    assert all(sent[str(r.id)]["outputs"] == {"i": r.inputs["i"]} for r in runs)
+
+
+def test_beyond_the_bound_even_caller_serialized_runs_are_dropped_and_counted() -> None:
+    sink = ListSink()
+    exporter = BatchExporter(sink, max_queue_bytes=16 << 10, item_estimate=1024, flush_interval=5)
+    gate = _gated(exporter)
+    gate.end()
+    gate.post()
+    assert gate.entered.wait(10)
+    for i in range(200):
+        run = RunTree(name=f"r{i}", inputs={"pad": "x" * 500}, exporter=exporter)
+        run.end()
+        run.post()
+    stats = exporter.stats()
+    assert stats["dropped"] > 0 and stats["drop_reasons"] == {"queue full": stats["dropped"]}
+    assert stats["bytes_queued"] <= 16 << 10
+    gate.release.set()
+    assert exporter.flush(10)
+    stats = exporter.stats()
+    assert stats["sent"] + stats["dropped"] == 201 and invariant(stats)

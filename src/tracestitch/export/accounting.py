@@ -34,6 +34,7 @@ COUNTERS = (
     "rejected",
     "coalesced",
     "merged",
+    "serialized_by_caller",
     "spool_dropped",
     "batches",
     "requests_failed",

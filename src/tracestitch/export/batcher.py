@@ -135,23 +135,36 @@ class Batcher:
         """Serialize up to ``limit`` queued operations into batches."""
         done = 0
         max_size, max_bytes = self.max_batch_size, self.max_batch_bytes
+        ready = self.intake.ready
         while done < limit:
+            # Queued runs first, then what callers serialized when the queue was full (both
+            # oldest first; a post and its patch split across the two still meet in one batch
+            # or arrive in either order, which ingest accepts).
             chunk_size = _BIG_CHUNK if len(self.intake) > _BIG_CHUNK else max_size
             chunk = self.intake.take(min(chunk_size, limit - done))
-            if not chunk:
-                return
-            done += len(chunk)
-            serialized = 0
-            for op, run in chunk:
-                try:
-                    serialized += self._serialize(op, run)
-                except Exception as exc:
-                    report_internal("export.serialize", exc)
-                    self.ledger.drop(1, "serialization failed")
+            if chunk:
+                serialized = 0
+                for op, run in chunk:
+                    try:
+                        serialized += self._serialize(op, run)
+                    except Exception as exc:
+                        report_internal("export.serialize", exc)
+                        self.ledger.drop(1, "serialization failed")
+                    if self._open_bytes >= max_bytes or self._open_count >= max_size:
+                        self.close_batch()
+                self.intake.observe(serialized, len(chunk))
+                done += len(chunk)
+            taken = 0
+            while ready and taken < max_size:
+                op, run_key, ops, size = self.intake.pop_ready()
+                self._insert((op, run_key), ops, size, accounted=True)
+                taken += 1
                 if self._open_bytes >= max_bytes or self._open_count >= max_size:
                     self.close_batch()
-            self.intake.observe(serialized, len(chunk))
+            done += taken
             self._account()
+            if not chunk and not taken:
+                return
 
     def _account(self) -> None:
         if self._unaccounted:
@@ -169,29 +182,38 @@ class Batcher:
                 # The post is still here: re-serialize it now, after the patch was submitted,
                 # so it carries the run's final state, and send one op instead of two.
                 fresh = serialize_run("post", run, weight=posted[0].weight + 1)
-                self._replace_open(key, fresh)
+                size = sum(o.size for o in fresh)
+                self._replace_open(key, fresh, size)
                 self.ledger.count("merged")
-                return sum(o.size for o in fresh)
+                return size
             # A post already sent, even of an ended run, does not make the patch redundant:
             # the run may have changed since (an error recorded after end(), late metadata).
         ops = serialize_run(op, run)
         size = ops[0].size if len(ops) == 1 else sum(o.size for o in ops)
-        key = (op, run_key)
+        self._insert((op, run_key), ops, size)
+        return size
+
+    def _insert(
+        self, key: tuple[str, int], ops: list[WireOp], size: int, *, accounted: bool = False
+    ) -> None:
+        """Add ``ops`` (``size`` bytes; ``accounted``: already in the ledger's mem_bytes) to
+        the open batch."""
+        if accounted:
+            self._unaccounted -= size  # cancels the addition below
         if not self._open:
             self._open_since = self._clock()
         elif key in self._open:  # the same op twice (a repeated post): keep one, settle both
             ops[0].weight += self._open[key][0].weight
-            self._replace_open(key, ops)
-            return size
+            self._replace_open(key, ops, size)
+            return
         self._open[key] = ops
         self._open_count += len(ops)
         self._open_bytes += size
         self._unaccounted += size
-        return size
 
-    def _replace_open(self, key: tuple[str, int], ops: list[WireOp]) -> None:
+    def _replace_open(self, key: tuple[str, int], ops: list[WireOp], size: int) -> None:
         old = self._open[key]
-        delta = sum(o.size for o in ops) - sum(o.size for o in old)
+        delta = size - sum(o.size for o in old)
         self._open_count += len(ops) - len(old)
         self._open[key] = ops
         self._open_bytes += delta

@@ -22,6 +22,13 @@ it made the request thread block, sleep and wake.) Two things keep it from filli
   ``[MIN_ESTIMATE, MAX_ESTIMATE]``. The bound is checked against ``queued * estimate``, so a
   change of estimate re-prices the whole queue instead of leaving stale charges behind.
 
+**When the queue is full** the caller serializes the run itself (:meth:`Intake.put_serialized`)
+instead of dropping it: a producer faster than the worker (a tight loop of traced calls) then
+pays ~10 µs per run on its own thread, which paces it to what the worker can take, and nothing
+is lost while the byte bound holds (serialized bytes are ~2.5x smaller than a queued run).
+Only beyond the bound is an operation dropped, counted. This is the one case where the request
+path serializes; it never does I/O.
+
 Unserialized runs get at most :data:`QUEUE_SHARE` of the exporter's byte bound, and never
 the last :data:`WORKING_RESERVE` bytes of it (though at least an eighth of it): the rest is
 for batches waiting for the sender and the worker's own working memory (allocator slack,
@@ -38,10 +45,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tracestitch.export.accounting import Ledger
+    from tracestitch.export.wire import WireOp
     from tracestitch.exporter import Op
     from tracestitch.run_tree import RunTree
 
-__all__ = ["MAX_ESTIMATE", "MEMORY_FACTOR", "MIN_ESTIMATE", "QUEUE_SHARE", "Intake"]
+__all__ = ["FULL", "MAX_ESTIMATE", "MEMORY_FACTOR", "MIN_ESTIMATE", "QUEUE_SHARE", "Intake"]
+
+#: Why :meth:`Intake.put` refused an operation when the caller may serialize it instead.
+FULL = "queue full"
 
 #: Memory held by a queued run per byte of its serialized JSON (measured as RSS on
 #: ``@traceable`` runs: ~1.5 KB resident for ~0.6 KB of JSON).
@@ -50,6 +61,8 @@ MEMORY_FACTOR = 2.5
 QUEUE_SHARE = 0.5
 #: RSS the worker needs beyond its queue when saturated (measured, see the docstring).
 WORKING_RESERVE = 8 << 20
+#: Memory a caller-serialized operation holds beyond its bytes (the objects around them).
+READY_OVERHEAD = 256
 MIN_ESTIMATE = 256
 MAX_ESTIMATE = 1 << 20
 #: Weight of the newest sample in the running average.
@@ -75,9 +88,15 @@ class Intake:
         # *this object* being serialized later, and the queue keeps it alive (so its id()
         # cannot be reused) until take() removes it from here.
         self._posts: set[int] = set()
+        # Operations their caller serialized because the queue was full: (op, run id as an
+        # int, ops, bytes), already counted in the ledger's mem_bytes.
+        self.ready: deque[tuple[Op, int, list[WireOp], int]] = deque()
+        # What they hold, charged against half the queue's share (on top of it: a full queue is
+        # why they are here) and against the whole bound like any serialized bytes.
+        self.ready_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self.ready)
 
     @property
     def queued_bytes(self) -> int:
@@ -99,7 +118,7 @@ class Intake:
                 # mem_bytes is the worker's, read without its lock: an int, at most a chunk stale.
                 queued = (len(self._items) + 1) * self.estimate
                 if queued > self._queue_max or queued + ledger.mem_bytes > self.max_bytes:
-                    return "queue full"
+                    return FULL
                 self._items.append((op, run))
                 if op == "post":
                     self._posts.add(key)
@@ -107,6 +126,31 @@ class Intake:
             with ledger.lock:
                 ledger.settle(1, "coalesced")
         return None
+
+    def put_serialized(self, op: Op, run_key: int, ops: list[WireOp]) -> bool:
+        """Queue ``ops`` serialized by their caller (see the module docstring); ``False`` when
+        even their bytes do not fit the bound (the caller drops them, counted)."""
+        # The bytes plus the objects holding them (WireOp, list, tuple: ~250 bytes measured).
+        size = sum(o.size for o in ops) + READY_OVERHEAD
+        ledger = self._ledger
+        with ledger.lock:
+            if (
+                ledger.closed
+                or self.ready_bytes + size > self._queue_max // 2
+                or self.queued_bytes + ledger.mem_bytes + size > self.max_bytes
+            ):
+                return False
+            ledger.mem_bytes += size
+            self.ready_bytes += size
+            self.ready.append((op, run_key, ops, size))
+        return True
+
+    def pop_ready(self) -> tuple[Op, int, list[WireOp], int]:
+        """The oldest caller-serialized operation (the ledger still counts its bytes)."""
+        with self._ledger.lock:
+            item = self.ready.popleft()
+            self.ready_bytes -= item[3]
+        return item
 
     def take(self, limit: int) -> list[tuple[Op, RunTree]]:
         """Up to ``limit`` operations, oldest first; their posts can no longer absorb a patch."""
@@ -134,3 +178,5 @@ class Intake:
         with self._lock:
             self._items.clear()
             self._posts.clear()
+            self.ready.clear()
+            self.ready_bytes = 0

@@ -34,10 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracestitch.export.accounting import Ledger
+from tracestitch.export.accounting import Ledger, report_internal
 from tracestitch.export.batcher import Batcher, Handoff
 from tracestitch.export.fanout import FanoutExporter
-from tracestitch.export.intake import Intake
+from tracestitch.export.intake import FULL, Intake
 from tracestitch.export.retry import RetryPolicy
 from tracestitch.export.sender import Sender
 from tracestitch.export.spool import Spool
@@ -166,15 +166,31 @@ class BatchExporter:
     # ------------------------------------------------------------------ request path
 
     def submit(self, op: Op, run: RunTree) -> None:
-        """Queue ``run`` for export. O(1); never blocks; never raises."""
+        """Queue ``run`` for export. O(1) (but when the queue is full: then the run is
+        serialized here rather than dropped); never blocks; never raises."""
         refused = self._intake.put(op, run)
-        if refused is not None:
+        if refused is not None and (refused is not FULL or not self._serialize_here(op, run)):
             self._ledger.drop(1, refused)
             return
         if not self._started:
             self._start()
         if len(self._intake) >= self.max_batch_size and not self._ledger.wake.is_set():
             self._ledger.wake.set()
+
+    def _serialize_here(self, op: Op, run: RunTree) -> bool:
+        """The queue is full: serialize on the caller's thread rather than drop (see
+        :mod:`~tracestitch.export.intake`). ``False``: it cannot be kept after all."""
+        from tracestitch.export.wire import serialize_run
+
+        try:
+            ops = serialize_run(op, run)
+        except Exception as exc:
+            report_internal("export.serialize", exc)
+            return False
+        if not self._intake.put_serialized(op, run.id.int, ops):
+            return False
+        self._ledger.count("serialized_by_caller")
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: ``submitted``, ``sent``, ``retried`` (attempts repeated),
@@ -266,6 +282,11 @@ class BatchExporter:
         from tracestitch.export.wire import serialize_run
 
         batch: list[WireOp] = []
+        while self._intake.ready:
+            _, _, ops, size = self._intake.pop_ready()
+            with self._ledger.lock:
+                self._ledger.mem_bytes -= size  # counted again below, as spooled bytes
+            batch.extend(ops)
         for op, run in self._intake.take(len(self._intake)):
             try:
                 batch.extend(serialize_run(op, run))
