@@ -5,7 +5,9 @@ Three stages, two daemon threads:
 1. ``submit(op, run)`` (request path, :mod:`~tracestitch.export.intake`): appends ``(op, run)``
    to a queue bounded in estimated bytes. O(1), no serialization, never blocks, never raises.
    A patch whose run's post is still queued is coalesced (the post is serialized later, from
-   the ended run); over the bound an operation is dropped and counted.
+   the ended run). When the queue is full the caller serializes the run itself (a producer
+   faster than the worker is paced, nothing is lost); over the byte bound an operation is
+   dropped and counted.
 2. The *batcher* thread (:mod:`~tracestitch.export.batcher`) serializes queued runs into
    batches, closed on count, bytes or interval; they wait in memory for the sender up to half
    the byte bound, beyond that they go to the spool.
@@ -197,7 +199,9 @@ class BatchExporter:
         ``spooled``, ``replayed``, ``dropped`` (with ``drop_reasons``), ``rejected`` (refused by
         the sink as invalid), ``coalesced`` (a patch not sent on its own: its run's post was
         still queued, or already went out complete), ``merged`` (a patch folded into its post
-        in one batch; counted in ``sent`` too), plus ``bytes_queued``, ``queued``,
+        in one batch; counted in ``sent`` too), ``serialized_by_caller`` (serialized on the
+        submitting thread because the queue was full; counted in the others too), plus
+        ``bytes_queued``, ``queued``,
         ``item_estimate`` (bytes a queued run is charged now), ``pending``, ``spool_bytes``,
         ``spool_segments``. Always ``submitted == sent + spooled + dropped + rejected +
         coalesced + pending``; ``spool_dropped`` counts spooled operations deleted later
