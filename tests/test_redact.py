@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-import pytest
+import re
 
-from tracestitch.redact import REDACTED, QueryRedactor, redact_query
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracestitch.redact import (
+    REDACTED,
+    SENSITIVE_FRAGMENTS,
+    SENSITIVE_QUERY_KEYS,
+    QueryRedactor,
+    redact_query,
+)
 
 R = REDACTED
 
@@ -35,3 +45,29 @@ def test_custom_names_add_to_nothing_by_default() -> None:
     only_tenant = QueryRedactor(keys=["tenant"], fragments=())
     assert only_tenant("tenant=acme&token=t") == f"tenant={R}&token=t"
     assert QueryRedactor(keys=(), fragments=())("token=t") == "token=t"
+
+
+_QUERY_TEXT = st.text(
+    alphabet=st.sampled_from(list("aeiknoprstwyKTAS_-=&;%+.0123456789İ")), max_size=60
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            _QUERY_TEXT,
+            st.sampled_from(sorted(SENSITIVE_QUERY_KEYS) + list(SENSITIVE_FRAGMENTS)).map(
+                lambda w: f"x{w.upper()}y=1"
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_the_fast_probe_never_skips_what_the_full_check_would_redact(parts: list[str]) -> None:
+    # The probe only decides whether to parse the query at all: with a probe that always
+    # says "maybe", every query takes the full path, and the answers must be the same.
+    query = "&".join(parts)
+    fast, full = QueryRedactor(), QueryRedactor()
+    full._probe = re.compile("")
+    assert fast(query) == full(query)

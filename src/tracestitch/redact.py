@@ -92,11 +92,14 @@ class QueryRedactor:
     ) -> None:
         self._exact = frozenset(k.lower() for k in keys)
         self._fragments = tuple(f.lower() for f in fragments)
-        words = sorted({*self._exact, *self._fragments}, key=len, reverse=True)
-        # Most queries name nothing sensitive: one case-insensitive scan says so without
-        # splitting. Encoded names ("%74oken", "a+b") could hide from it: those take the
-        # full path.
-        self._probe = re.compile("|".join(map(re.escape, words)), re.I) if words else None
+        words = {*self._exact, *self._fragments}
+        # Most queries name nothing sensitive: one scan of the lower-cased query says so without
+        # splitting. Encoded names ("%74oken", "a+b") could hide from it: those take the full
+        # path. Only the words containing no other word are looked for ("key" finds "api_key"
+        # too), and the pattern is case-sensitive on lowered text: an re.I alternation of every
+        # word cost ~10 µs on a 30-character query, this ~0.7.
+        minimal = sorted(w for w in words if not any(o != w and o in w for o in words))
+        self._probe = re.compile("|".join(map(re.escape, minimal))) if minimal else None
 
     def is_sensitive(self, raw_name: str) -> bool:
         name = raw_name
@@ -110,7 +113,7 @@ class QueryRedactor:
     def __call__(self, query: str) -> str:
         if not query or self._probe is None:
             return query
-        if self._probe.search(query) is None and "%" not in query and "+" not in query:
+        if self._probe.search(query.lower()) is None and "%" not in query and "+" not in query:
             return query
         parts = _SPLIT.split(query)
         changed = False
