@@ -84,7 +84,8 @@ class Intake:
             max_bytes // 8, min(int(max_bytes * QUEUE_SHARE), max_bytes - WORKING_RESERVE)
         )
         self.estimate = max(MIN_ESTIMATE, min(MAX_ESTIMATE, initial_estimate))
-        self._items: deque[tuple[Op, RunTree]] = deque()
+        # Queued operations, oldest first (public so the exporter can len() it cheaply).
+        self.items: deque[tuple[Op, RunTree]] = deque()
         # id() of each run whose post is queued. Identity, not run id: coalescing relies on
         # *this object* being serialized later, and the queue keeps it alive (so its id()
         # cannot be reused) until take() removes it from here.
@@ -97,11 +98,11 @@ class Intake:
         self.ready_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items) + len(self.ready)
+        return len(self.items) + len(self.ready)
 
     @property
     def queued_bytes(self) -> int:
-        return len(self._items) * self.estimate
+        return len(self.items) * self.estimate
 
     def put(self, op: Op, run: RunTree) -> str | None:
         """Queue one operation; ``None`` if it was queued or coalesced, else why it was not
@@ -117,10 +118,10 @@ class Intake:
                 if ledger.closed:
                     return "exporter closed"
                 # mem_bytes is the worker's, read without its lock: an int, at most a chunk stale.
-                queued = (len(self._items) + 1) * self.estimate
+                queued = (len(self.items) + 1) * self.estimate
                 if queued > self._queue_max or queued + ledger.mem_bytes > self.max_bytes:
                     return FULL
-                self._items.append((op, run))
+                self.items.append((op, run))
                 if op == "post":
                     self._posts.add(key)
         if coalesced:  # rare: a run posted open and patched while its post still waits here
@@ -156,7 +157,7 @@ class Intake:
     def take(self, limit: int) -> list[tuple[Op, RunTree]]:
         """Up to ``limit`` operations, oldest first; their posts can no longer absorb a patch."""
         with self._lock:
-            items = self._items
+            items = self.items
             chunk = [items.popleft() for _ in range(min(limit, len(items)))]
             posts = self._posts
             if posts:
@@ -177,7 +178,7 @@ class Intake:
     def clear(self) -> None:
         """Forget everything (after a fork: the queue is the parent's)."""
         with self._lock:
-            self._items.clear()
+            self.items.clear()
             self._posts.clear()
             self.ready.clear()
             self.ready_bytes = 0

@@ -138,6 +138,7 @@ class BatchExporter:
         if self.spool is not None:
             self.spool._on_drop = ledger.spool_dropped
         self._intake = Intake(ledger, self.max_queue_bytes, self.item_estimate)
+        self._queue = self._intake.items
         handoff = Handoff()
         self._batcher = Batcher(
             ledger,
@@ -176,7 +177,7 @@ class BatchExporter:
             return
         if not self._started:
             self._start()
-        if len(self._intake) >= self.max_batch_size and not self._ledger.wake.is_set():
+        if len(self._queue) >= self.max_batch_size and not self._ledger.wake.is_set():
             self._ledger.wake.set()
 
     def _serialize_here(self, op: Op, run: RunTree) -> bool:
@@ -192,6 +193,7 @@ class BatchExporter:
         if not self._intake.put_serialized(op, run.id.int, ops):
             return False
         self._ledger.count("serialized_by_caller")
+        self._ledger.wake.set()  # the worker is behind: have it look now
         return True
 
     def stats(self) -> dict[str, Any]:

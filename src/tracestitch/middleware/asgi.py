@@ -113,6 +113,8 @@ class TracingMiddleware:
         # as long as the app, and keeping the route in the value guards against a reused id().
         # Keys hold no request text, so callers cannot fill the cache.
         self._names: dict[tuple[int, str, int], tuple[Any, str]] = {}
+        # (id(route), method) -> (route, run name) for routes under no mount (see _run_name).
+        self._plain_names: dict[tuple[int, str], tuple[Any, str]] = {}
         # id(route) -> (route, the chains of Mounts leading to it): see _mount_chains.
         self._chains: dict[int, tuple[Any, tuple[tuple[Any, ...], ...]]] = {}
         header = self._tracer.trace_header
@@ -191,6 +193,12 @@ class TracingMiddleware:
         route = scope.get("route")
         if route is None:
             return None
+        if scope.get("root_path", "") == root_path:
+            # No mount moved anything into root_path: a route met before outside any mount
+            # has its name cached by identity (the common case, one lookup a request).
+            plain = self._plain_names.get((id(route), method))
+            if plain is not None and plain[0] is route:
+                return plain[1]
         template = getattr(route, "path_format", None)
         if not isinstance(template, str):
             return None
@@ -215,6 +223,8 @@ class TracingMiddleware:
             name = tracer.name(method, "".join(_mount_template(m) or "" for m in chain) + template)
             if len(self._names) < _MAX_CACHED_NAMES:
                 self._names[key] = (route, name)
+                if not prefix and chains == ((),) and _mount_template(route) is None:
+                    self._plain_names[(id(route), method)] = (route, name)
             return name
         # The mounts are unknown (e.g. a sub-app behind middleware without `routes`): the
         # concrete prefix, never cached, so caller-controlled text cannot fill the cache.
