@@ -21,6 +21,7 @@ CORE = {
     "header_stats",
     "_guard",
     "exporter",
+    "open_runs",
 }
 FRAMEWORKS = {
     "starlette",

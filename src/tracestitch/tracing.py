@@ -21,6 +21,7 @@ from typing import Any, TypeVar, overload
 
 from tracestitch._guard import report
 from tracestitch.context import _current_run, current_config, tracing_enabled
+from tracestitch.open_runs import ship, watch
 from tracestitch.run_tree import RunTree
 
 __all__ = ["MAX_GENERATOR_ITEMS", "trace", "traceable"]
@@ -63,6 +64,7 @@ def _start_run(
             )
         else:
             run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
+        watch(run)
         return run
     except Exception as exc:
         report("tracing.start", exc)
@@ -83,9 +85,9 @@ def _end_run(
         else:
             run.end(outputs=outputs if isinstance(outputs, dict) else {"output": outputs})
         # Posted once, complete, as the middleware does: a post at start would make the worker
-        # serialize a short run two or three times (open, ended, merged). The cost is that a
-        # run is not visible while it is still open.
-        run.post()
+        # serialize a short run two or three times (open, ended, merged). A run open for long
+        # is posted by the worker's sweep meanwhile, and then this is a patch (open_runs).
+        ship(run)
     except Exception as exc:
         report("tracing.end", exc)
 
@@ -387,7 +389,7 @@ class trace:
             _end_run(run)
         else:  # ended by the block itself: only ship it
             try:
-                run.post()
+                ship(run)
             except Exception as error:
                 report("tracing.end", error)
 

@@ -130,3 +130,19 @@ def test_serialize_run_shapes() -> None:
     assert b"parent_run_id" not in op.body  # None values left out, as the SDK's dump does
     [patch] = serialize_run("patch", run)
     assert "inputs" not in patch.split()[1] and b'"id"' in main
+
+
+def test_numeric_env_options_reach_the_exporter_and_zero_switches_the_sweep_off() -> None:
+    env = {
+        "TRACESTITCH_ENDPOINT": "http://127.0.0.1:9",
+        "TRACESTITCH_POST_OPEN_AFTER": "0",
+        "TRACESTITCH_FLUSH_INTERVAL": "0.5",
+        "TRACESTITCH_MAX_QUEUE_BYTES": "not-a-number",  # ignored, with a warning
+    }
+    settings = config._settings_from_env(env)
+    assert settings is not None
+    assert settings["post_open_after"] == 0.0 and settings["flush_interval"] == 0.5
+    assert "max_queue_bytes" not in settings
+    exp = BatchExporter(FileSink(Path("/dev/null")), post_open_after=0.0)
+    assert exp._batcher.post_open_after is None  # 0: runs are shipped only at their end
+    exp.shutdown(0.1)

@@ -32,6 +32,7 @@ from tracestitch.clients._urls import (
 )
 from tracestitch.clients._urls import REDACTED as REDACTED  # re-export
 from tracestitch.context import _config, _current_run, tracing_enabled
+from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, inject
 from tracestitch.redact import QueryRedactor
 from tracestitch.run_tree import RunTree
@@ -209,6 +210,7 @@ class ClientTracer:
                 )
             else:
                 run = RunTree(name, self._run_type, inputs=inputs, metadata=metadata, tags=tags)
+            watch(run)  # a call open for long (a hung upstream) is posted meanwhile
         if self.policy.allows(scheme, host, port, path, query):
             source = run if run is not None else parent
             if source is not None:
@@ -227,8 +229,9 @@ class ClientTracer:
                 outputs["response_size"] = size
             run.end(outputs=outputs, error=f"HTTP {status}" if status and status >= 500 else None)
             # One post of the finished run instead of post-at-start plus patch: half the
-            # exporter work, and a client call is short enough that nothing is lost by it.
-            run.post()
+            # exporter work; a call open for long was posted by the worker's sweep meanwhile,
+            # and then this is a patch (open_runs).
+            ship(run)
         except Exception as exc:
             report("clients.finish", exc)
 
@@ -238,7 +241,7 @@ class ClientTracer:
             return
         try:
             run.end(error=error)
-            run.post()
+            ship(run)
         except Exception as exc:
             report("clients.finish", exc)
 

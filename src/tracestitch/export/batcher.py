@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from tracestitch import open_runs
 from tracestitch.export.accounting import report_internal
 from tracestitch.export.wire import WireOp, serialize_run
 
@@ -88,6 +89,7 @@ class Batcher:
         flush_interval: float,
         max_queue_bytes: int,
         clock: Callable[[], float],
+        post_open_after: float | None = None,
     ) -> None:
         self.ledger = ledger
         self.intake = intake
@@ -103,6 +105,8 @@ class Batcher:
         self._open_count = 0
         self._open_since = 0.0
         self._unaccounted = 0  # bytes added to the open batch, not yet in ledger.mem_bytes
+        self.post_open_after = post_open_after if post_open_after and post_open_after > 0 else None
+        self._next_sweep = 0.0
 
     def run(self) -> None:
         ledger = self.ledger
@@ -121,6 +125,7 @@ class Batcher:
                     if wait > 0:
                         ledger.wake.wait(wait)
                 self.drain()
+                self._sweep_open_runs()
                 if self._open and (
                     ledger.urgent() or self._clock() - self._open_since >= self.flush_interval
                 ):
@@ -130,6 +135,17 @@ class Batcher:
                     return
             except Exception as exc:  # a bug here must not kill export for good
                 report_internal("export.batcher", exc)
+
+    def _sweep_open_runs(self) -> None:
+        """Post runs open longer than ``post_open_after`` (see :mod:`tracestitch.open_runs`),
+        about once a second; they are queued like any post and batched on the next drain."""
+        if self.post_open_after is None:
+            return
+        now = self._clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(1.0, self.post_open_after / 2)
+        open_runs.sweep(self.post_open_after)
 
     def drain(self, limit: int = 10_000) -> None:
         """Serialize up to ``limit`` queued operations into batches."""

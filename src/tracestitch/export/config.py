@@ -178,6 +178,7 @@ def _env_options(env: Mapping[str, str]) -> dict[str, Any]:
         ("TRACESTITCH_MAX_QUEUE_BYTES", "max_queue_bytes", int),
         ("TRACESTITCH_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
         ("TRACESTITCH_FLUSH_INTERVAL", "flush_interval", float),
+        ("TRACESTITCH_POST_OPEN_AFTER", "post_open_after", float),
         ("TRACESTITCH_SPOOL_MAX_BYTES", "spool_max_bytes", int),
     ):
         raw = env.get(name)

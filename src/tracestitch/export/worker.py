@@ -85,6 +85,9 @@ class BatchExporter:
     - ``spool``: a :class:`Spool`, a directory for one, or ``None`` (no disk: what cannot be
       held or delivered is dropped, counted). Constructing touches no disk: the spool directory
       is scanned and replayed on the worker thread.
+    - ``post_open_after``: a traced call, request or client call still open after this many
+      seconds is posted as it is (and patched at its end), so long and hung runs show up
+      while open (:mod:`tracestitch.open_runs`); ``None`` or ``0``: only at their end.
     - ``retry``: a :class:`RetryPolicy`. ``shutdown_timeout``: the default for
       :meth:`flush`/:meth:`shutdown` (2 s), also used by the ``atexit`` hook.
     - ``clock``/``sleep``/``rand``: injectable for tests (``sleep`` defaults to an interruptible
@@ -100,6 +103,7 @@ class BatchExporter:
         flush_interval: float = 0.2,
         max_queue_bytes: int = 64 << 20,
         item_estimate: int = 2048,
+        post_open_after: float | None = 2.0,
         spool: Spool | str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 << 20,
         retry: RetryPolicy | None = None,
@@ -116,6 +120,7 @@ class BatchExporter:
         self.flush_interval = flush_interval
         self.max_queue_bytes = max_queue_bytes
         self.item_estimate = item_estimate
+        self.post_open_after = post_open_after
         self.retry = retry or RetryPolicy()
         self.shutdown_timeout = shutdown_timeout
         self.warn_interval = warn_interval
@@ -149,6 +154,7 @@ class BatchExporter:
             flush_interval=self.flush_interval,
             max_queue_bytes=self.max_queue_bytes,
             clock=self._clock,
+            post_open_after=self.post_open_after,
         )
         self._sender = Sender(
             ledger,

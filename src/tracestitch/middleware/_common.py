@@ -34,6 +34,7 @@ from tracestitch.middleware._recording import (
 )
 from tracestitch.middleware._recording import MAX_HEADER_CHARS as MAX_HEADER_CHARS  # re-export
 from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS  # re-export
+from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import extract_parent
 from tracestitch.run_tree import RunTree
 
@@ -199,7 +200,7 @@ class ServerTracer(RequestRecorder):
                     self._meta_by_server[server] = found
             meta = found
         if isinstance(parent, RunTree):
-            return parent.create_child(
+            run = parent.create_child(
                 name,
                 self.run_type,
                 inputs=inputs,
@@ -207,7 +208,10 @@ class ServerTracer(RequestRecorder):
                 tags=self._tags,
                 project_name=self._project,
             )
-        return RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
+        else:
+            run = RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
+        watch(run)  # a request open for long is posted meanwhile by the export worker
+        return run
 
     def finish(
         self,
@@ -229,7 +233,7 @@ class ServerTracer(RequestRecorder):
             run.end(outputs=outputs, error=self._status_error(status))
         else:
             run.end(outputs=outputs)
-        run.post()
+        ship(run)
 
     def _status_error(self, status: int) -> str:
         text = self._status_errors.get(status)
