@@ -26,6 +26,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from tracestitch import ids
+from tracestitch.exporter import get_exporter
 
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
@@ -44,11 +45,26 @@ _open: dict[int, RunTree] = {}
 _posted: dict[int, RunTree] = {}
 
 
+_exporter_asked = False
+
+
 def watch(run: RunTree) -> None:
     """Register a run that has just started (a single dict store: atomic under the GIL, and
     :func:`sweep` copies the dict before reading it)."""
+    if not _exporter_asked:
+        _ask_for_exporter()
     if len(_open) + len(_posted) < MAX_WATCHED:
         _open[id(run)] = run
+
+
+def _ask_for_exporter() -> None:
+    # The sweep runs on the exporter's worker, and an exporter described by the environment is
+    # built on first use: at the end of the first run, too late if that run hangs. Asking for
+    # it at the first start instead costs that start what the first end would have paid (the
+    # build itself happens on a thread; see export/deferred.py).
+    global _exporter_asked
+    _exporter_asked = True
+    get_exporter()
 
 
 def ship(run: RunTree) -> None:
@@ -92,8 +108,9 @@ def watched() -> int:
 
 def clear() -> None:
     """Forget every watched run (tests; after a fork the parent's runs are not ours)."""
-    global _lock
+    global _lock, _exporter_asked
     _lock = threading.Lock()  # a fork may have copied it held
+    _exporter_asked = False
     _open.clear()
     _posted.clear()
 

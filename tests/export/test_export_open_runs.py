@@ -162,3 +162,23 @@ def test_a_hung_request_shows_up_at_the_ingest_endpoint_before_it_ends() -> None
     # Each run: one post while open, one patch at its end; never a second post.
     assert posts == dict.fromkeys(runs, 1) and patches == dict.fromkeys(runs, 1)
     exporter.shutdown(2)
+
+
+def test_the_first_watched_run_has_the_lazy_exporter_built_so_the_sweep_can_run() -> None:
+    from tracestitch import exporter as exporter_mod
+
+    built: list[Shipped] = []
+
+    def factory() -> Shipped:
+        built.append(Shipped())
+        return built[-1]
+
+    exporter_mod.set_exporter_factory(factory)  # type: ignore[arg-type]
+    try:
+        run = _run(Shipped(), 1)
+        open_runs.watch(run)  # a start, before any run has ended
+        assert len(built) == 1 and exporter_mod.get_exporter() is built[0]
+        open_runs.watch(_run(Shipped(), 2))
+        assert len(built) == 1  # asked once
+    finally:
+        exporter_mod.set_exporter_factory(None)
