@@ -255,6 +255,7 @@ def test_a_full_queue_makes_the_caller_serialize_instead_of_dropping() -> None:
     assert exporter.flush(10)
     stats = exporter.stats()
     assert stats["sent"] == 51 and stats["dropped"] == 0 and invariant(stats)
+    assert stats["bytes_queued"] == 0  # every byte charged (with overheads) was given back
     sent = {op.run_id: op.to_dict() for batch in sink.batches for op in batch}
     assert {str(r.id) for r in runs} <= set(sent)
     assert all(sent[str(r.id)]["outputs"] == {"i": r.inputs["i"]} for r in runs)

@@ -42,6 +42,7 @@ class Handoff:
         self.batches: deque[tuple[list[WireOp], int]] = deque()
         self.bytes = 0
         self.inflight: list[WireOp] | None = None
+        self.inflight_size = 0
 
     def push(self, batch: list[WireOp], size: int) -> None:
         self.batches.append((batch, size))
@@ -50,7 +51,7 @@ class Handoff:
     def pop(self) -> tuple[list[WireOp], int]:
         batch, size = self.batches.popleft()
         self.bytes -= size
-        self.inflight = batch
+        self.inflight, self.inflight_size = batch, size
         return batch, size
 
     def release(self, batch: list[WireOp]) -> bool:
@@ -60,13 +61,15 @@ class Handoff:
             return True
         return False
 
-    def take_all(self) -> list[list[WireOp]]:
-        leftovers = [batch for batch, _ in self.batches]
+    def take_all(self) -> list[tuple[list[WireOp], int]]:
+        """Every batch still held, with the bytes it was counted at (not always the sum of
+        its ops' sizes: a caller-serialized op is charged its object overhead too)."""
+        leftovers = list(self.batches)
         self.batches.clear()
         self.bytes = 0
         inflight, self.inflight = self.inflight, None
         if inflight is not None:
-            leftovers.append(inflight)
+            leftovers.append((inflight, self.inflight_size))
         return leftovers
 
 
@@ -276,5 +279,5 @@ class Batcher:
             self.close_batch()
         with self.ledger.lock:
             leftovers = self.handoff.take_all()
-        for batch in leftovers:
-            self.ledger.to_spool(batch, sum(op.size for op in batch))
+        for batch, size in leftovers:
+            self.ledger.to_spool(batch, size)
