@@ -42,9 +42,11 @@ class Exporter(Protocol):
     ``submit`` is called on the request path: it must be O(1), never block and never raise.
     The exporter reads the run's fields later (on its own worker), via ``RunTree.to_wire``; a
     ``post`` of a run that has since ended therefore already carries its end state.
+    ``submit`` may return ``False`` to say it did not keep the run (dropped, counted);
+    anything else counts as kept (``open_runs`` relies on it).
     """
 
-    def submit(self, op: Op, run: RunTree) -> None: ...
+    def submit(self, op: Op, run: RunTree) -> bool | None: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
 

@@ -8,9 +8,10 @@ for good if it never does. So those call sites register their run here when it s
 calls :func:`sweep` about once a second: a run open longer than the threshold is posted as it
 is, and at its end it goes out as a patch instead of a post.
 
-The cost on the request path is a dict store at start and one uncontended lock at end. At most
-:data:`MAX_WATCHED` runs are watched at once; runs beyond that are shipped at their end as
-usual.
+The cost on the request path is a weak reference and a dict store at start and one uncontended
+lock at end. At most :data:`MAX_WATCHED` runs are watched at once; runs beyond that are shipped
+at their end as usual. The sweep is process-wide: any exporter's worker that sweeps posts every
+watched run that is old enough, to that run's own exporter.
 
 Example::
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from tracestitch import ids
+from tracestitch._guard import report
 from tracestitch.exporter import get_exporter
 
 if TYPE_CHECKING:
@@ -37,14 +40,12 @@ __all__ = ["MAX_WATCHED", "clear", "ship", "sweep", "watch", "watched"]
 MAX_WATCHED = 10_000
 
 _lock = threading.Lock()
-# id(run) -> run, for open runs not yet posted. Holding the run keeps its id() from being
-# reused while it is here.
-_open: dict[int, RunTree] = {}
-# id(run) -> run, for runs a sweep posted while open: their end is a patch. Held for the same
-# reason, and checked by identity.
-_posted: dict[int, RunTree] = {}
-
-
+# id(run) -> weak reference, for open runs not yet posted; id(run) -> weak reference, for runs a
+# sweep posted while open (their end is a patch). Weak, so a run abandoned without ending (a
+# generator never finished, an exception between start and ship) is still collected; every
+# read checks the referent is the very run asked about, since a dead run's id() can be reused.
+_open: dict[int, weakref.ref[RunTree]] = {}
+_posted: dict[int, weakref.ref[RunTree]] = {}
 _exporter_asked = False
 
 
@@ -54,28 +55,30 @@ def watch(run: RunTree) -> None:
     if not _exporter_asked:
         _ask_for_exporter()
     if len(_open) + len(_posted) < MAX_WATCHED:
-        _open[id(run)] = run
+        _open[id(run)] = weakref.ref(run)
 
 
 def _ask_for_exporter() -> None:
     # The sweep runs on the exporter's worker, and an exporter described by the environment is
     # built on first use: at the end of the first run, too late if that run hangs. Asking for
-    # it at the first start instead costs that start what the first end would have paid (the
-    # build itself happens on a thread; see export/deferred.py).
+    # it (and starting it) at the first start instead costs that start what the first end
+    # would have paid (the build itself happens on a thread; see export/deferred.py).
     global _exporter_asked
     _exporter_asked = True
-    get_exporter()
+    start = getattr(get_exporter(), "start", None)
+    if callable(start):
+        start()
 
 
 def ship(run: RunTree) -> None:
     """Hand an ended run to its exporter: a post, or a patch when a sweep already posted it
-    while it was open. Under the lock, so a sweep and the end cannot both post it."""
+    while it was open. Under the lock, which a sweep holds while it posts, so the end can
+    neither post a run a sweep posts too nor overtake the sweep's post with its patch."""
     key = id(run)
     with _lock:
         _open.pop(key, None)
-        posted = _posted.get(key) is run
-        if posted:
-            del _posted[key]
+        ref = _posted.pop(key, None)
+        posted = ref is not None and ref() is run
     if posted:
         run.patch()
     else:
@@ -84,25 +87,46 @@ def ship(run: RunTree) -> None:
 
 def sweep(min_age_s: float, now_us: int | None = None) -> int:
     """Post every watched run that has been open for ``min_age_s`` seconds or more; returns
-    how many. Called by the export worker."""
+    how many the exporter kept. Called by the export worker."""
     now = ids.now_micros() if now_us is None else now_us
     oldest_start = now - int(min_age_s * 1_000_000)
-    due: list[RunTree] = []
+    kept = 0
     with _lock:
-        for key, run in list(_open.items()):
-            if run.start_time_us <= oldest_start:
+        for key, ref in list(_open.items()):
+            run = ref()
+            if run is None:  # abandoned and collected
                 del _open[key]
-                if run.end_time_us is None:
-                    _posted[key] = run
-                    due.append(run)
-                # else it ended and its end is about to ship it (after this lock): a post.
-    for run in due:
-        run.post()  # serialized later by the worker, with whatever the run holds by then
-    return len(due)
+                continue
+            if run.start_time_us > oldest_start:
+                continue
+            del _open[key]
+            # An ended run is about to be shipped by its end (after this lock): as a post.
+            if run.end_time_us is not None or run._remote or not run.tracing_enabled:
+                continue
+            if _post_open(run):
+                _posted[key] = ref
+                kept += 1
+            # else the exporter did not keep it: no longer watched, its end posts it whole.
+        for key, ref in list(_posted.items()):
+            if ref() is None:
+                del _posted[key]
+    return kept
+
+
+def _post_open(run: RunTree) -> bool:
+    """Submit the open run's post (under :data:`_lock`; O(1), or ~10 µs when the exporter's
+    queue is full); whether the exporter kept it. Listeners are not told: they see runs end."""
+    target = run.exporter if run.exporter is not None else get_exporter()
+    try:
+        return target.submit("post", run) is not False
+    except Exception as exc:
+        report("open_runs.sweep", exc)
+        return False
 
 
 def watched() -> int:
-    """How many runs are watched now (open, or posted open and not yet ended)."""
+    """How many runs are watched now (open, or posted open and not yet ended; a run collected
+    without ending counts until the next sweep)."""
     return len(_open) + len(_posted)
 
 

@@ -182,3 +182,71 @@ def test_the_first_watched_run_has_the_lazy_exporter_built_so_the_sweep_can_run(
         assert len(built) == 1  # asked once
     finally:
         exporter_mod.set_exporter_factory(None)
+
+
+class Refusing(Shipped):
+    """Refuses (as a full BatchExporter does) every post of a run still open."""
+
+    def submit(self, op: str, run: RunTree) -> bool:
+        if op == "post" and run.end_time_us is None:
+            return False
+        super().submit(op, run)
+        return True
+
+
+def test_a_run_whose_open_post_was_refused_is_posted_whole_at_its_end() -> None:
+    refusing = Refusing()
+    run = _run(refusing, 1_000_000_000)  # type: ignore[arg-type]
+    open_runs.watch(run)
+    assert open_runs.sweep(1.0, now_us=1_000_000_000 + 5_000_000) == 0  # not kept
+    run.end()
+    open_runs.ship(run)
+    assert refusing.ops == [("post", str(run.id), True)]  # a post, never a lone patch
+
+
+class Gated(Shipped):
+    """Holds the first open post until released, to look at the sweep meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def submit(self, op: str, run: RunTree) -> None:
+        if op == "post" and run.end_time_us is None and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        super().submit(op, run)
+
+
+def test_the_sweep_posts_under_the_lock_that_an_end_takes() -> None:
+    # So an end cannot slip between the sweep's decision and its post, and send its patch
+    # before the post it follows.
+    gated = Gated()
+    run = _run(gated, 1_000_000_000)
+    open_runs.watch(run)
+    sweeper = threading.Thread(target=open_runs.sweep, args=(1.0, 1_000_000_000 + 5_000_000))
+    sweeper.start()
+    try:
+        assert gated.entered.wait(10)
+        assert open_runs._lock.locked()  # the post is being submitted under the lock
+    finally:
+        gated.release.set()
+        sweeper.join(10)
+    run.end()
+    open_runs.ship(run)
+    assert [op for op, _, _ in gated.ops] == ["post", "patch"]
+
+
+def test_a_run_abandoned_without_ending_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    run = _run(Shipped(), 1)
+    open_runs.watch(run)
+    ref = weakref.ref(run)
+    del run
+    gc.collect()
+    assert ref() is None
+    open_runs.sweep(1.0, now_us=10_000_000)
+    assert open_runs.watched() == 0

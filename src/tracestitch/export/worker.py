@@ -174,17 +174,18 @@ class BatchExporter:
 
     # ------------------------------------------------------------------ request path
 
-    def submit(self, op: Op, run: RunTree) -> None:
+    def submit(self, op: Op, run: RunTree) -> bool:
         """Queue ``run`` for export. O(1) (but when the queue is full: then the run is
         serialized here rather than dropped); never blocks; never raises."""
         refused = self._intake.put(op, run)
         if refused is not None and (refused is not FULL or not self._serialize_here(op, run)):
             self._ledger.drop(1, refused)
-            return
+            return False
         if not self._started:
             self._start()
         if len(self._queue) >= self.max_batch_size and not self._ledger.wake.is_set():
             self._ledger.wake.set()
+        return True
 
     def _serialize_here(self, op: Op, run: RunTree) -> bool:
         """The queue is full: serialize on the caller's thread rather than drop (see
