@@ -124,11 +124,10 @@ def dispatch(op: Op, run: RunTree, exporter: Exporter | None = None) -> None:
     """Hand ``run`` to ``exporter`` (default: the process-wide one) and to the listeners."""
     # try/except rather than guard(): this runs twice per traced call, and a context manager
     # costs more than the submit itself.
-    target = exporter if exporter is not None else _exporter
-    if _exporter_factory is not None and exporter is None:  # not built yet: build it now
-        target = get_exporter()
+    if exporter is None:
+        exporter = _exporter if _exporter_factory is None else get_exporter()
     try:
-        target.submit(op, run)
+        exporter.submit(op, run)
     except Exception as exc:
         report("exporter.submit", exc)
     listeners = _listeners

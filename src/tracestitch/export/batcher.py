@@ -62,8 +62,7 @@ class Handoff:
         return False
 
     def take_all(self) -> list[tuple[list[WireOp], int]]:
-        """Every batch still held, with the bytes it was counted at (not always the sum of
-        its ops' sizes: a caller-serialized op is charged its object overhead too)."""
+        """Every batch still held, with the bytes it was counted at."""
         leftovers = list(self.batches)
         self.batches.clear()
         self.bytes = 0
@@ -202,7 +201,7 @@ class Batcher:
                 # so it carries the run's final state, and send one op instead of two.
                 fresh = serialize_run("post", run, weight=posted[0].weight + 1)
                 size = sum(o.size for o in fresh)
-                self._replace_open(key, fresh, size)
+                self._replace_open(key, fresh, size, size)
                 self.ledger.count("merged")
                 return size
             # A post already sent, even of an ended run, does not make the patch redundant:
@@ -217,26 +216,29 @@ class Batcher:
     ) -> None:
         """Add ``ops`` (``size`` bytes; ``accounted``: already in the ledger's mem_bytes) to
         the open batch."""
-        if accounted:
-            self._unaccounted -= size  # cancels the addition below
+        charge = 0 if accounted else size  # what the ledger does not count yet
         if not self._open:
             self._open_since = self._clock()
         elif key in self._open:  # the same op twice (a repeated post): keep one, settle both
             ops[0].weight += self._open[key][0].weight
-            self._replace_open(key, ops, size)
+            self._replace_open(key, ops, size, charge)
             return
         self._open[key] = ops
         self._open_count += len(ops)
         self._open_bytes += size
-        self._unaccounted += size
+        self._unaccounted += charge
 
-    def _replace_open(self, key: tuple[str, int], ops: list[WireOp], size: int) -> None:
+    def _replace_open(
+        self, key: tuple[str, int], ops: list[WireOp], size: int, charge: int
+    ) -> None:
+        """Put ``ops`` in place of the open ops under ``key``, whose bytes leave memory;
+        ``charge`` is what of ``size`` the ledger does not count yet."""
         old = self._open[key]
-        delta = size - sum(o.size for o in old)
+        old_size = sum(o.size for o in old)
         self._open_count += len(ops) - len(old)
         self._open[key] = ops
-        self._open_bytes += delta
-        self._unaccounted += delta
+        self._open_bytes += size - old_size
+        self._unaccounted += charge - old_size
 
     def close_batch(self) -> None:
         self._account()

@@ -5,8 +5,9 @@ set lookup, no serialization. The lock is the queue's own, not the ledger's: the
 holds it while it serializes or accounts, so a request contends only with other requests and
 with :meth:`Intake.take`, a few microseconds per chunk. (With the GIL handed between threads, a
 worker preempted while holding a shared lock makes the request thread block, sleep and wake;
-this split, with the batcher's per-chunk accounting, took the export's share of all-thread CPU
-on the ASGI harness from ~60 to ~28 µs a request.) Two things keep it from filling up:
+this split, with the batcher's leaner bookkeeping in the same change, took the export's share of
+all-thread CPU on the ASGI harness from ~60 to ~28 µs a request.) Two things keep it from
+filling up:
 
 - **Coalescing.** ``@traceable`` posts a run at start and patches it at end. A run's post is
   serialized later, from the live run (``RunTree.to_wire``), so while that post still waits
@@ -148,11 +149,14 @@ class Intake:
         return True
 
     def pop_ready(self) -> tuple[Op, int, list[WireOp], int]:
-        """The oldest caller-serialized operation (the ledger still counts its bytes)."""
+        """The oldest caller-serialized operation and its bytes, which the ledger still counts;
+        the object overhead it was charged while waiting here is given back now, so from here
+        on its size is its ops' sizes, as for any serialized op."""
         with self._ledger.lock:
-            item = self.ready.popleft()
-            self.ready_bytes -= item[3]
-        return item
+            op, run_key, ops, charged = self.ready.popleft()
+            self.ready_bytes -= charged
+            self._ledger.mem_bytes -= READY_OVERHEAD
+        return op, run_key, ops, charged - READY_OVERHEAD
 
     def take(self, limit: int) -> list[tuple[Op, RunTree]]:
         """Up to ``limit`` operations, oldest first; their posts can no longer absorb a patch."""
