@@ -8,13 +8,21 @@ unconfigured process keeps nothing in memory.
 Run listeners see every *finished* run handed to any exporter in the process, whatever its
 exporter: that is how ``RunCollector`` used as a context manager captures runs from all threads
 and tasks, including those of in-process "services" that each have their own exporter.
+
+**At exit** one hook, registered when this module is imported (so before any run exists),
+shuts down the slot's exporter and every exporter passed to :func:`shutdown_at_exit`, all at
+once, so the exit waits for the slowest of them rather than their sum. A process that makes its
+runs and exits at once therefore still delivers them (or spools them) within its exporters'
+shutdown timeout, even when the exporter is still being built from the environment.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tracestitch._guard import guard, report
 
@@ -29,7 +37,11 @@ __all__ = [
     "dispatch",
     "get_exporter",
     "remove_listener",
+    "replace_exporter",
     "set_exporter",
+    "set_exporter_factory",
+    "shutdown_all",
+    "shutdown_at_exit",
 ]
 
 Op = Literal["post", "patch"]
@@ -89,6 +101,17 @@ def set_exporter_factory(factory: Callable[[], Exporter] | None) -> None:
     _exporter_factory = factory
 
 
+def replace_exporter(expected: Exporter, new: Exporter) -> bool:
+    """Install ``new`` only if the slot still holds ``expected`` (an exporter built in the
+    background takes the place of its stand-in, unless the app installed another meanwhile)."""
+    global _exporter
+    with _factory_lock:
+        if _exporter is not expected or _exporter_factory is not None:
+            return False
+        _exporter = new
+        return True
+
+
 def get_exporter() -> Exporter:
     global _exporter, _exporter_factory
     factory = _exporter_factory
@@ -137,3 +160,58 @@ def dispatch(op: Op, run: RunTree, exporter: Exporter | None = None) -> None:
                 callback(run)
             except Exception as exc:
                 report("exporter.listener", exc)
+
+
+# ---------------------------------------------------------------------- exit
+
+# Exporters to shut down at exit besides the slot's: every BatchExporter (one built for a
+# single run, or by configure(install=False), is in no slot) and stand-ins still building.
+_at_exit: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def shutdown_at_exit(exporter: Exporter) -> None:
+    """Have ``exporter`` shut down (delivering or spooling what it holds) when the process
+    exits, alongside the process-wide one. Held weakly: a dropped exporter is forgotten."""
+    _at_exit.add(exporter)
+
+
+def shutdown_all(timeout: float | None = None) -> bool:
+    """Shut down the process-wide exporter and every one registered with
+    :func:`shutdown_at_exit`, concurrently; each gets ``timeout`` (default: its own
+    ``shutdown_timeout``). Returns whether all of them delivered everything. Runs at exit."""
+    targets: list[Exporter] = [_exporter]
+    targets.extend(e for e in list(_at_exit) if e is not _exporter)
+    results: list[bool] = []
+
+    def close(target: Exporter) -> None:
+        try:
+            results.append(bool(target.shutdown(timeout)))
+        except Exception as exc:
+            results.append(False)
+            report("exporter.shutdown", exc)
+
+    if len(targets) == 1:
+        close(targets[0])
+        return all(results)
+    threads = [
+        threading.Thread(target=close, args=(t,), name="tracestitch-shutdown", daemon=True)
+        for t in targets
+    ]
+    for thread in threads:
+        thread.start()
+    # Each shutdown bounds itself; the join only guards against one that does not.
+    for thread, target in zip(threads, targets, strict=True):
+        own = getattr(target, "shutdown_timeout", None)
+        bound = timeout if timeout is not None else own if isinstance(own, float | int) else 2.0
+        thread.join(bound + 1.0)
+    return len(results) == len(threads) and all(results)
+
+
+def _shutdown_at_exit() -> None:
+    try:
+        shutdown_all()
+    except Exception:  # never turn an exit into a traceback
+        return
+
+
+atexit.register(_shutdown_at_exit)

@@ -189,7 +189,7 @@ def test_deferred_exporter_passes_held_runs_on_in_order() -> None:
         gate.wait(10)
         return real
 
-    deferred = DeferredExporter(build)
+    deferred = DeferredExporter(build).start()
     runs = [RunTree(name=str(i), exporter=deferred) for i in range(5)]
     for run in runs:
         run.end()

@@ -68,6 +68,9 @@ class Ledger:
         self.stop = threading.Event()
         self.spool_at: float | None = None
         self.closed = False
+        # Set by finalize() at the end of shutdown: the books are closed, a late settle by a
+        # thread that outlived the deadline changes nothing.
+        self.final = False
         self.settled = 0
         self.mem_bytes = 0
         self.flush_waiters = 0
@@ -90,6 +93,8 @@ class Ledger:
 
     def settle(self, weight: int, counter: str, n: int | None = None) -> None:
         """Record ``weight`` submitted operations as finished. Caller holds :attr:`lock`."""
+        if self.final:
+            return
         self.settled += weight
         self.counts[counter] += weight if n is None else n
         if self.flush_waiters:
@@ -167,6 +172,28 @@ class Ledger:
         finally:
             with self.lock:
                 self.flush_waiters -= 1
+
+    def finalize(self, submitted: int, reason: str) -> int:
+        """Close the books at the end of shutdown: whatever of ``submitted`` is not settled
+        yet was neither delivered nor spooled in time, and is counted as dropped for
+        ``reason`` (and logged, whatever the rate limit). Returns how many."""
+        with self.lock:
+            if self.final:
+                return 0
+            pending = submitted - self.settled
+            if pending > 0:
+                self.settle(pending, "dropped")
+                self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + pending
+            self.final = True
+            dropped = self.counts["dropped"]
+        if pending > 0:
+            logger.warning(
+                "tracestitch: %d run operation(s) %s; %d dropped in all (see exporter.stats())",
+                pending,
+                reason,
+                dropped,
+            )
+        return max(pending, 0)
 
     def snapshot(self, submitted: int) -> dict[str, Any]:
         """The counters (caller adds queue and spool figures). Caller holds :attr:`lock` and

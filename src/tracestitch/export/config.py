@@ -48,9 +48,15 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tracestitch import exporter as exporter_slot
+from tracestitch._guard import report
 from tracestitch.context import set_defaults
-from tracestitch.exporter import Exporter, NoopExporter, set_exporter, set_exporter_factory
+from tracestitch.exporter import (
+    Exporter,
+    NoopExporter,
+    get_exporter,
+    set_exporter,
+    set_exporter_factory,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,11 +94,50 @@ def _spool_for(spool_dir: str | os.PathLike[str] | None, key: str) -> Path | Non
     endpoint must never be replayed to another."""
     if spool_dir is None:
         return None
-    import hashlib
     from pathlib import Path
 
     root = _default_spool_root() if spool_dir == _AUTO else Path(spool_dir)
-    return root / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return root / _spool_name(key)
+
+
+def _spool_name(key: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _spool_keys(settings: Mapping[str, Any]) -> list[str]:
+    """The spool keys of the spooled destinations ``settings`` name (as ``configure`` makes
+    them)."""
+    keys = []
+    if settings.get("endpoint"):
+        keys.append(f"langsmith {settings['endpoint']}")
+    if settings.get("otlp_endpoint"):
+        keys.append(f"otlp {settings['otlp_endpoint']}")
+    return keys
+
+
+def _has_spooled_runs(settings: Mapping[str, Any]) -> bool:
+    """Whether a spool of a destination in ``settings`` holds runs an earlier process left.
+    Cheap when there is none (one ``stat`` of the spool root): it runs at import."""
+    spool_dir = settings.get("spool_dir")
+    if spool_dir is None:
+        return False
+    if spool_dir == _AUTO:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(cache, "tracestitch", "spool")
+    else:
+        root = os.fspath(spool_dir)
+    if not os.path.isdir(root):
+        return False
+    for key in _spool_keys(settings):
+        try:
+            with os.scandir(os.path.join(root, _spool_name(key))) as entries:
+                if any(e.name.endswith((".seg", ".open")) or ".claim-" in e.name for e in entries):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def configure(
@@ -251,9 +296,11 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
     use). Returns whether the environment named a destination.
 
     Called by ``import tracestitch``, so it must stay cheap and safe: it reads the
-    environment, registers a factory and does nothing else (no thread, no disk, no socket, no
-    heavy import), and never raises (a bad environment is logged and ignored). Calling it again
-    registers a fresh factory in place of the installed exporter.
+    environment, registers a factory and does nothing else (no thread, no socket, no heavy
+    import), and never raises (a bad environment is logged and ignored). The one exception:
+    when the destination's spool holds runs an earlier process left (one ``stat`` tells), the
+    exporter is started at once, so a restarted service replays them even if it never makes a
+    run. Calling it again registers a fresh factory in place of the installed exporter.
     """
     try:
         settings = _settings_from_env(os.environ if env is None else env)
@@ -264,18 +311,20 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
         return False
 
     def factory() -> Exporter:
-        # On the first request's path: hand back a stand-in at once and build on a thread.
+        # On the first request's path: hand back a stand-in at once and build on a thread;
+        # the stand-in takes the real exporter's place in the slot once it is built.
         from tracestitch.export.deferred import DeferredExporter
 
         def build() -> Exporter:
             return configure(install=False, **settings)
 
-        def on_ready(real: Exporter) -> None:
-            if exporter_slot._exporter is stand_in:  # not replaced meanwhile by the app
-                exporter_slot._exporter = real
-
-        stand_in = DeferredExporter(build, on_ready)
-        return stand_in
+        timeout = settings.get("shutdown_timeout", 2.0)
+        return DeferredExporter(build, shutdown_timeout=timeout).start()
 
     set_exporter_factory(factory)
+    try:
+        if _has_spooled_runs(settings):
+            get_exporter()  # runs the factory: the exporter's sender replays the spool
+    except Exception as exc:
+        report("export.spool_check", exc)
     return True

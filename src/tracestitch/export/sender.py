@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ class Sender:
         self.down = False
         self._next_probe = 0.0
         self._logged_statuses: set[int | None] = set()
+        self.spool_ready = threading.Event()  # the spool is opened (scanned) on this thread
 
     def run(self) -> None:
         ledger, spool = self.ledger, self.ledger.spool
@@ -65,6 +67,7 @@ class Sender:
                 spool.open()  # directory scan and recovery: here, never on a caller's thread
             except Exception as exc:
                 report_internal("export.spool", exc)
+        self.spool_ready.set()
         replay_turn = False
         while not ledger.stop.is_set():
             try:
@@ -94,10 +97,28 @@ class Sender:
         spool = self.ledger.spool
         return (
             spool is not None
-            and self.ledger.spool_at is None
+            and not self.ledger.stopping()
             and not self._waiting_to_probe()
             and spool.pending()
         )
+
+    def wait_replayed(self, deadline: float) -> bool:
+        """At shutdown: wait until the spool is replayed while the sink answers, or until
+        ``deadline`` (on the ledger's clock); whether it is empty."""
+        ledger, spool = self.ledger, self.ledger.spool
+        if spool is None:
+            return True
+        # What the spool holds is known once this thread has scanned it.
+        if not self.spool_ready.wait(max(0.0, deadline - self._clock())):
+            return False
+        with ledger.lock:
+            while spool.pending() and not self.down:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                ledger.cond.notify_all()  # the sender may be idle-waiting on the condition
+                ledger.cond.wait(min(remaining, 0.05))
+        return not spool.pending()
 
     def _waiting_to_probe(self) -> bool:
         return self.down and self._clock() < self._next_probe
@@ -129,7 +150,10 @@ class Sender:
                 return
             self._failures += 1
             delay = self.retry.delay(self._failures, error.retry_after, self._rand)
-            if self.down or attempts >= self.retry.max_attempts:
+            # Shutting down with a spool: the next start replays it, so waiting out retries
+            # would only delay the exit (and leave less time to spool the rest).
+            exiting = ledger.spool_at is not None and ledger.spool is not None
+            if self.down or exiting or attempts >= self.retry.max_attempts:
                 self.down = True
                 self._next_probe = self._clock() + delay
                 self._give_up(batch, claim, size)
@@ -151,6 +175,7 @@ class Sender:
                 ledger.counts["replayed" if outcome == "sent" else "rejected"] += len(batch)
                 if outcome == "sent":
                     ledger.counts["batches"] += 1
+                ledger.cond.notify_all()  # shutdown may wait for the spool to empty
             return
         with ledger.lock:
             if outcome == "sent":

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import random
@@ -43,6 +42,7 @@ from tracestitch.export.intake import FULL, Intake
 from tracestitch.export.retry import RetryPolicy
 from tracestitch.export.sender import Sender
 from tracestitch.export.spool import Spool
+from tracestitch.exporter import shutdown_at_exit
 
 if TYPE_CHECKING:
     from tracestitch.export.sink import Sink
@@ -52,13 +52,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchExporter", "FanoutExporter", "RetryPolicy"]
 
+# For the fork hook. Exit is the core's (tracestitch.exporter.shutdown_all: every exporter at
+# once, so the exit waits for the slowest rather than the sum).
 _live: weakref.WeakSet[BatchExporter] = weakref.WeakSet()
-
-
-def _shutdown_all_at_exit() -> None:
-    for exporter in list(_live):
-        with contextlib.suppress(Exception):
-            exporter.shutdown()
 
 
 def _reset_all_after_fork() -> None:
@@ -66,7 +62,6 @@ def _reset_all_after_fork() -> None:
         exporter._after_fork()
 
 
-atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_after_fork)
 
@@ -137,6 +132,7 @@ class BatchExporter:
             self.spool = Spool(Path(spool), max_bytes=spool_max_bytes, segment_bytes=segment)
         self._init_state()
         _live.add(self)
+        shutdown_at_exit(self)
 
     def _init_state(self) -> None:
         ledger = self._ledger = Ledger(self.spool, self._clock, self.warn_interval)
@@ -261,8 +257,15 @@ class BatchExporter:
         return self._ledger.wait_settled(self._intake.submitted, deadline)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Deliver what is queued within ``timeout`` seconds (default 2), spool the rest, stop
-        the threads. Returns whether everything was delivered. Called at exit automatically."""
+        """Deliver what is queued within ``timeout`` seconds (default: ``shutdown_timeout``),
+        spool the rest, stop the threads. Returns whether everything was delivered. Called at
+        exit automatically (:func:`tracestitch.exporter.shutdown_all`).
+
+        While the sink answers, what the spool holds (left by an earlier process, or by this
+        one under load) is replayed within the same time. Once the sink fails, what is left
+        goes straight to the spool (the next start replays it) instead of waiting out retries.
+        What could be neither delivered nor spooled is counted as dropped, with its reason,
+        and logged: after shutdown, ``stats()["pending"]`` is 0."""
         ledger = self._ledger
         with ledger.lock:
             if ledger.closed:
@@ -273,7 +276,11 @@ class BatchExporter:
         # Leave a reserve at the end for writing leftovers to the spool.
         reserve = min(0.5, timeout * 0.25) if self.spool is not None else 0.0
         ledger.spool_at = start + timeout - reserve
-        delivered = self.flush(max(0.0, timeout - reserve)) if self._started else True
+        delivered = True
+        if self._started:
+            delivered = self.flush(max(0.0, timeout - reserve))
+            if delivered and self.spool is not None:
+                self._sender.wait_replayed(ledger.spool_at)
         ledger.stop.set()
         ledger.wake.set()
         with ledger.lock:
@@ -283,6 +290,11 @@ class BatchExporter:
         if not self._started or not self._threads[0].is_alive():
             # Nothing was ever started, or the batcher finished: spool what it did not reach.
             self._drain_to_spool()
+        ledger.finalize(
+            self._intake.submitted,
+            "not delivered by the shutdown deadline"
+            + ("" if self.spool is not None else " (no spool)"),
+        )
         if self.spool is not None:
             with contextlib.suppress(Exception):
                 self.spool.close()

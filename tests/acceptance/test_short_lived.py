@@ -1,0 +1,105 @@
+"""A process configured only by the environment that makes its runs and exits at once.
+
+Every run it made reaches the collector before it exits; with the collector down, every run is
+in the spool when it exits (within the shutdown timeout) and the next process, even one that
+makes no run, replays them all, once each.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Collector, clean_env, run_script
+
+#: N traces of two @traceable runs each, then exit.
+TRACES = """
+    import sys
+    from tracestitch import traceable
+
+    @traceable
+    def child(x):
+        return x + 1
+
+    @traceable
+    def parent(x):
+        return child(x)
+
+    for i in range(int(sys.argv[1])):
+        parent(i)
+"""
+
+
+def dead_endpoint() -> str:
+    """An address on 127.0.0.1 where nothing listens (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def assert_complete_traces(rows: list, traces: int) -> None:
+    assert len(rows) == 2 * traces, f"{len(rows)} of {2 * traces} runs stored"
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert all(r["end_us"] is not None for r in rows), "a run was stored unfinished"
+    roots = [r for r in rows if r["parent_run_id"] is None]
+    assert len(roots) == traces
+    assert {r["name"] for r in roots} == {"parent"}
+
+
+@pytest.mark.parametrize("traces", [1, 10, 1_000])
+@pytest.mark.parametrize("naming", ["tracestitch", "langsmith"])
+def test_every_run_arrives_before_exit(
+    collector: Collector, tmp_path: Path, traces: int, naming: str
+) -> None:
+    if naming == "tracestitch":
+        env = clean_env(TRACESTITCH_ENDPOINT=collector.url, TRACESTITCH_SPOOL_DIR="off")
+    else:  # an app configured for LangSmith, pointed at the collector
+        env = clean_env(
+            LANGSMITH_TRACING="true",
+            LANGSMITH_ENDPOINT=collector.url,
+            LANGSMITH_API_KEY="unused-on-loopback",
+            TRACESTITCH_SPOOL_DIR="off",
+        )
+    result = run_script(TRACES, env, str(traces))
+    assert result.returncode == 0, result.stderr
+    # The collector commits before it answers, so what the process delivered is stored now:
+    # no waiting here (a run still missing was lost, not late).
+    assert_complete_traces(collector.runs(), traces)
+
+
+def test_dead_endpoint_spools_everything_and_the_next_process_replays_it(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    traces = 2_000
+    endpoint = dead_endpoint()
+    env = clean_env(
+        TRACESTITCH_ENDPOINT=endpoint,
+        TRACESTITCH_SPOOL_DIR=str(spool),
+        TRACESTITCH_SHUTDOWN_TIMEOUT="2",
+    )
+    code = TRACES + "\n    import time\n    print(time.monotonic())\n"
+    started = time.monotonic()
+    result = run_script(code, env, str(traces))
+    exited = time.monotonic()
+    assert result.returncode == 0, result.stderr
+    last_run = float(result.stdout)
+    # Exit within the shutdown timeout (+0.5 s) of the last run.
+    assert exited - last_run < 2.5, (exited - last_run, result.stderr)
+    assert exited > started
+    assert any(spool.rglob("*.seg")), "nothing spooled"
+
+    # The collector comes up on that very address; the next process makes no run at all.
+    collector = Collector(tmp_path / "later.db", port=int(endpoint.rsplit(":", 1)[1])).start()
+    try:
+        replay = run_script("import tracestitch", env)
+        assert replay.returncode == 0, replay.stderr
+        rows = collector.runs()
+        assert_complete_traces(rows, traces)
+        assert not any(spool.rglob("*.seg")), "replayed runs left in the spool"
+    finally:
+        collector.stop()
