@@ -3,93 +3,11 @@ the real ``tracestitch serve``, exits and kills at awkward moments."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-#: The environment variables a test process inherits: none of tracestitch's or LangSmith's,
-#: so each test says exactly how its process is configured.
-_OWN_PREFIXES = ("TRACESTITCH_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any tracing settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-    env.update(settings)
-    return env
-
-
-@dataclass
-class Collector:
-    """A ``tracestitch serve`` subprocess on 127.0.0.1 with an ephemeral port."""
-
-    db: Path
-    port: int = 0
-    proc: subprocess.Popen[str] | None = None
-    url: str = ""
-    output: list[str] = field(default_factory=list)
-
-    def start(self) -> Collector:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tracestitch.cli", "serve"),
-                *("--port", str(self.port), "--db", str(self.db)),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.proc.stdout is not None
-        for _ in range(20):  # the banner is a few lines; the URL line comes once bound
-            line = self.proc.stdout.readline()
-            self.output.append(line)
-            if line.startswith("listening on "):
-                self.url = line.split()[-1]
-                return self
-            if not line:
-                break
-        self.stop()
-        raise RuntimeError("collector did not start: " + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def runs(self) -> list[sqlite3.Row]:
-        """Every stored run (a fresh read-only connection: the collector commits before it
-        acknowledges, so what a sender was told is stored is visible here)."""
-        if not self.db.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute("SELECT * FROM runs"))
-        finally:
-            conn.close()
-
-    def wait_for_runs(self, count: int, timeout: float = 20.0) -> list[sqlite3.Row]:
-        """The stored runs once there are ``count`` of them (or whatever is there after
-        ``timeout``: the caller's assertion then says what is missing)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.runs()
-            if len(rows) >= count or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
+from acceptance_helpers import Collector
 
 
 @pytest.fixture
@@ -97,16 +15,3 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
     c = Collector(tmp_path / "collector.db").start()
     yield c
     c.stop()
-
-
-def run_script(
-    code: str, env: Mapping[str, str], *args: str, timeout: float = 60.0
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with exactly ``env``; it exits right after its work."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

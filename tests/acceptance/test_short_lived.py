@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import Collector, clean_env, run_script
+from acceptance_helpers import Collector, clean_env, run_script
 
 #: N traces of two @traceable runs each, then exit.
 TRACES = """
