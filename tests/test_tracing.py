@@ -19,6 +19,7 @@ from tracestitch import (
 from tracestitch._guard import internal_errors, set_strict
 from tracestitch.context import set_defaults
 from tracestitch.export.memory import RunCollector
+from tracestitch.exporter import set_exporter
 from tracestitch.testing import capture_runs
 
 
@@ -169,15 +170,42 @@ def test_disabled_tracing_runs_the_code_untraced_and_headers_cannot_enable_it() 
 
 
 def test_process_wide_default_disabled() -> None:
+    exported = RunCollector()
+    previous = set_exporter(exported)
     set_defaults(enabled=False)
     try:
+        add(0)  # no capture: not traced at all
         with capture_runs() as runs:
-            add(1)
+            add(1)  # captured locally, not exported
             with tracing_context(enabled=True):
                 add(2)
-        assert [r.inputs["a"] for r in runs] == [2]
+            with tracing_context(enabled=False):
+                add(3)
+        add(4)
+        assert [r.inputs["a"] for r in runs] == [1, 2]
+        assert [r.inputs["a"] for r in exported] == [2]
     finally:
         set_defaults(enabled=True)
+        set_exporter(previous)
+
+
+def test_local_mode_collects_without_exporting() -> None:
+    exported = RunCollector()
+    previous = set_exporter(exported)
+    try:
+        with capture_runs() as runs:
+            with tracing_context(enabled="local"):
+                add(1)
+            add(2)
+        assert [r.inputs["a"] for r in runs] == [1, 2]
+        assert [r.inputs["a"] for r in exported] == [2]
+        with (
+            pytest.raises(ValueError, match="enabled must be"),
+            tracing_context(enabled="yes"),  # type: ignore[arg-type]
+        ):
+            pass
+    finally:
+        set_exporter(previous)
 
 
 def test_tracing_context_metadata_tags_project_and_parent() -> None:

@@ -14,18 +14,23 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
 
 __all__ = [
+    "LOCAL",
     "ContextThreadPoolExecutor",
     "TracingConfig",
+    "TracingMode",
+    "capture_started",
+    "capture_stopped",
     "contextual",
     "current_config",
     "default_project",
@@ -33,6 +38,7 @@ __all__ = [
     "set_defaults",
     "tracing_context",
     "tracing_enabled",
+    "tracing_mode",
 ]
 
 P = ParamSpec("P")
@@ -64,6 +70,30 @@ def _env_project() -> str:
 _default_enabled = _env_enabled()
 _default_project = _env_project()
 
+#: The mode in which runs are made and handed to local listeners (``RunCollector``,
+#: ``capture_runs``) but never exported, as the LangSmith SDK's ``enabled="local"``.
+LOCAL: Literal["local"] = "local"
+TracingMode = bool | Literal["local"]
+
+# Explicit captures active in the process (RunCollector used as a context manager). While there
+# is one, tracing that is off by default (environment or configure) runs locally, so a test
+# sees its runs in a CI that switched tracing off precisely so that tests send nothing.
+_captures = 0
+_captures_lock = threading.Lock()
+
+
+def capture_started() -> None:
+    """An explicit capture began (see :data:`LOCAL`); pair with :func:`capture_stopped`."""
+    global _captures
+    with _captures_lock:
+        _captures += 1
+
+
+def capture_stopped() -> None:
+    global _captures
+    with _captures_lock:
+        _captures = max(0, _captures - 1)
+
 
 def set_defaults(*, enabled: bool | None = None, project_name: str | None = None) -> None:
     """Process-wide defaults; ``tracing_context`` overrides them per context."""
@@ -78,7 +108,7 @@ def set_defaults(*, enabled: bool | None = None, project_name: str | None = None
 class TracingConfig:
     """What :func:`tracing_context` set for the current context (``None``: not set here)."""
 
-    enabled: bool | None = None
+    enabled: TracingMode | None = None
     project_name: str | None = None
     metadata: Mapping[str, Any] | None = None
     tags: tuple[str, ...] | None = None
@@ -102,9 +132,21 @@ def current_config() -> TracingConfig:
     return _config.get()
 
 
+def tracing_mode(config: TracingConfig | None = None) -> TracingMode:
+    """Whether runs are made here: ``True`` (made and exported), :data:`LOCAL` (made and
+    handed to local captures only) or ``False``. ``tracing_context(enabled=...)`` decides;
+    else the process default, except that an active capture turns "off" into "local"."""
+    enabled = (_config.get() if config is None else config).enabled
+    if enabled is None:
+        if _default_enabled:
+            return True
+        return LOCAL if _captures else False
+    return enabled
+
+
 def tracing_enabled() -> bool:
-    enabled = _config.get().enabled
-    return _default_enabled if enabled is None else enabled
+    """Whether runs are made here at all (exported or only captured locally)."""
+    return tracing_mode() is not False
 
 
 def default_project() -> str:
@@ -136,18 +178,21 @@ def tracing_context(
     project_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     tags: list[str] | tuple[str, ...] | None = None,
-    enabled: bool | None = None,
+    enabled: TracingMode | None = None,
 ) -> Iterator[None]:
     """Set the tracing parent and settings for the code inside the block.
 
     ``parent`` may be a ``RunTree``, incoming request headers, a dotted order, or ``None`` (start
     new traces inside); omitted, the current parent is kept. Metadata and tags add to the ones set
-    by enclosing contexts. Headers can only *link* runs: tracing disabled here stays disabled
-    whatever a header says::
+    by enclosing contexts. ``enabled`` is ``True``, ``False``, or ``"local"``: runs are made and
+    seen by ``RunCollector``/``capture_runs`` but never exported. Headers can only *link* runs:
+    tracing disabled here stays disabled whatever a header says::
 
         with tracing_context(parent=request.headers, metadata={"tenant": "acme"}):
             handle(request)
     """
+    if enabled not in (None, True, False, LOCAL):
+        raise ValueError(f"enabled must be True, False, 'local' or None; got {enabled!r}")
     outer = _config.get()
     merged_meta: Mapping[str, Any] | None = outer.metadata
     if metadata:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
 
 __all__ = [
+    "LOCAL_ONLY",
     "Exporter",
     "NoopExporter",
     "Op",
@@ -80,6 +81,10 @@ class NoopExporter:
     def __repr__(self) -> str:
         return "NoopExporter()"
 
+
+#: The exporter of runs made in ``"local"`` mode (a capture while tracing is off, or
+#: ``tracing_context(enabled="local")``): they reach the listeners, never a destination.
+LOCAL_ONLY: Exporter = NoopExporter()
 
 _exporter: Exporter = NoopExporter()
 _exporter_factory: Callable[[], Exporter] | None = None

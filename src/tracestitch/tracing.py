@@ -20,7 +20,8 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from tracestitch._guard import report
-from tracestitch.context import _current_run, current_config, tracing_enabled
+from tracestitch.context import LOCAL, _current_run, current_config, tracing_mode
+from tracestitch.exporter import LOCAL_ONLY
 from tracestitch.open_runs import ship, watch
 from tracestitch.run_tree import RunTree
 
@@ -43,7 +44,8 @@ def _start_run(
     """The new run, posted; ``None`` when tracing is off here (then nothing is traced)."""
     try:
         config = current_config()
-        if (config.enabled is False) or (config.enabled is None and not tracing_enabled()):
+        mode = tracing_mode(config)
+        if mode is False:
             return None
         if parent is None:
             parent = _current_run.get()
@@ -64,6 +66,8 @@ def _start_run(
             )
         else:
             run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
+        if mode is LOCAL and run.exporter is None:
+            run.exporter = LOCAL_ONLY  # and its children: they inherit it
         watch(run)
         return run
     except Exception as exc:

@@ -31,7 +31,8 @@ from tracestitch.clients._urls import (
     template_path,
 )
 from tracestitch.clients._urls import REDACTED as REDACTED  # re-export
-from tracestitch.context import _config, _current_run, tracing_enabled
+from tracestitch.context import LOCAL, _config, _current_run, tracing_mode
+from tracestitch.exporter import LOCAL_ONLY
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, inject
 from tracestitch.redact import QueryRedactor
@@ -191,7 +192,8 @@ class ClientTracer:
         headers: MutableMapping[str, Any],
     ) -> RunTree | None:
         config = _config.get()
-        if config.enabled is False or (config.enabled is None and not tracing_enabled()):
+        mode = tracing_mode(config)
+        if mode is False:
             return None
         if parent is not None and not parent.tracing_enabled:
             return None
@@ -210,6 +212,8 @@ class ClientTracer:
                 )
             else:
                 run = RunTree(name, self._run_type, inputs=inputs, metadata=metadata, tags=tags)
+            if mode is LOCAL and run.exporter is None:
+                run.exporter = LOCAL_ONLY
             watch(run)  # a call open for long (a hung upstream) is posted meanwhile
         if self.policy.allows(scheme, host, port, path, query):
             source = run if run is not None else parent

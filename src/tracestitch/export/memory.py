@@ -4,6 +4,11 @@ Usable two ways. As an exporter (``RunTree(..., exporter=collector)``, or instal
 ``tracestitch.exporter.set_exporter``) it keeps the runs handed to it. As a context manager it
 listens to the whole process and keeps every run that finishes while it is active, whatever
 exporter the run has, from every thread and task: what an in-process multi-service test needs.
+
+An explicit capture sees the runs whatever the environment says: while one is active, tracing
+that is switched off (``TRACESTITCH_TRACING=false``, ``LANGSMITH_TRACING=false``,
+``configure(enabled=False)``) runs in ``"local"`` mode, so runs are made and collected but
+never exported. ``tracing_context(enabled=False)`` inside a capture still turns tracing off.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from tracestitch.context import capture_started, capture_stopped
 from tracestitch.exporter import Op, add_listener, remove_listener
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ class RunCollector:
 
     def __enter__(self) -> RunCollector:
         add_listener(self._persist_run)
+        capture_started()
         return self
 
     def __exit__(
@@ -78,6 +85,7 @@ class RunCollector:
         tb: TracebackType | None,
     ) -> None:
         remove_listener(self._persist_run)
+        capture_stopped()
 
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -17,7 +17,8 @@ import random
 from http import HTTPStatus
 from typing import Any
 
-from tracestitch.context import tracing_enabled
+from tracestitch.context import LOCAL, tracing_enabled, tracing_mode
+from tracestitch.exporter import LOCAL_ONLY
 from tracestitch.middleware._options import (
     MiddlewareOptions,
     PathMatcher,
@@ -210,6 +211,8 @@ class ServerTracer(RequestRecorder):
             )
         else:
             run = RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
+        if run.exporter is None and tracing_mode() is LOCAL:
+            run.exporter = LOCAL_ONLY  # a capture while tracing is off: seen, not exported
         watch(run)  # a request open for long is posted meanwhile by the export worker
         return run
 
