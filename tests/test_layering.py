@@ -22,6 +22,7 @@ CORE = {
     "_guard",
     "exporter",
     "open_runs",
+    "settings",
 }
 FRAMEWORKS = {
     "starlette",

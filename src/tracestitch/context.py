@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from tracestitch.settings import read_env
+
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
 
@@ -44,31 +46,12 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_FALSE = ("0", "false", "no", "off")
-
-
-def _env_enabled() -> bool:
-    own = os.environ.get("TRACESTITCH_TRACING")
-    if own is not None:
-        return own.strip().lower() not in _FALSE
-    # An app configured for LangSmith that switched tracing off explicitly stays off.
-    for name in ("LANGSMITH_TRACING", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2"):
-        value = os.environ.get(name)
-        if value is not None and value.strip().lower() in _FALSE:
-            return False
-    return True
-
-
-def _env_project() -> str:
-    for name in ("TRACESTITCH_PROJECT", "LANGSMITH_PROJECT", "LANGCHAIN_PROJECT"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    return "default"
-
-
-_default_enabled = _env_enabled()
-_default_project = _env_project()
+# The process defaults, from the one settings reader (which also warns about bad values:
+# export/config.py reads the environment again with warnings on, so each shows once).
+_env = read_env(os.environ, warn=False)
+_default_enabled = _env.enabled
+_default_project = _env.project
+del _env
 
 #: The mode in which runs are made and handed to local listeners (``RunCollector``,
 #: ``capture_runs``) but never exported, as the LangSmith SDK's ``enabled="local"``.

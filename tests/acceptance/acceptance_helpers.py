@@ -31,6 +31,7 @@ class Collector:
 
     db: Path
     port: int = 0
+    api_key: str | None = None
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
@@ -40,6 +41,7 @@ class Collector:
             [
                 *(sys.executable, "-m", "tracestitch.cli", "serve"),
                 *("--port", str(self.port), "--db", str(self.db)),
+                *(("--api-key", self.api_key) if self.api_key else ()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -18,6 +18,7 @@ from tracestitch.export.file import FileSink
 from tracestitch.export.langsmith import LangSmithSink
 from tracestitch.export.wire import dumps, serialize_run
 from tracestitch.export.worker import BatchExporter, FanoutExporter
+from tracestitch.settings import LANGSMITH_DEFAULT_ENDPOINT, read_env
 
 
 def test_env_names_a_destination_and_keys_stay_private(tmp_path: Path) -> None:
@@ -45,14 +46,14 @@ def test_env_names_a_destination_and_keys_stay_private(tmp_path: Path) -> None:
         ({"LANGSMITH_TRACING": "false", "LANGSMITH_ENDPOINT": "http://x"}, None),
         (
             {"LANGSMITH_TRACING": "true", "LANGSMITH_API_KEY": "k"},
-            config.LANGSMITH_DEFAULT_ENDPOINT,
+            LANGSMITH_DEFAULT_ENDPOINT,
         ),
         ({"TRACESTITCH_ENDPOINT": "http://a", "LANGSMITH_ENDPOINT": "http://b"}, "http://a"),
     ],
 )
 def test_endpoint_resolution(env: dict[str, str], expected: str | None) -> None:
-    settings = config._settings_from_env(env)
-    assert (settings or {}).get("endpoint") == expected
+    settings = read_env(env)
+    assert (settings.endpoint if settings.enabled else None) == expected
 
 
 def test_configure_fans_out_and_installs(tmp_path: Path) -> None:
@@ -139,10 +140,10 @@ def test_numeric_env_options_reach_the_exporter_and_zero_switches_the_sweep_off(
         "TRACESTITCH_FLUSH_INTERVAL": "0.5",
         "TRACESTITCH_MAX_QUEUE_BYTES": "not-a-number",  # ignored, with a warning
     }
-    settings = config._settings_from_env(env)
-    assert settings is not None
-    assert settings["post_open_after"] == 0.0 and settings["flush_interval"] == 0.5
-    assert "max_queue_bytes" not in settings
+    settings = read_env(env)
+    assert settings.post_open_after == 0.0 and settings.flush_interval == 0.5
+    assert settings.max_queue_bytes == 64 << 20  # the default
+    assert [name for name, _ in settings.problems] == ["TRACESTITCH_MAX_QUEUE_BYTES"]
     exp = BatchExporter(FileSink(Path("/dev/null")), post_open_after=0.0)
     assert exp._batcher.post_open_after is None  # 0: runs are shipped only at their end
     exp.shutdown(0.1)

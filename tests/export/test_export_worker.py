@@ -20,12 +20,7 @@ from tracestitch.export.worker import BatchExporter, RetryPolicy
 
 def invariant(stats: dict[str, int]) -> bool:
     settled = (
-        stats["sent"]
-        + stats["spooled"]
-        + stats["dropped"]
-        + stats["rejected"]
-        + stats["coalesced"]
-        + stats["pending"]
+        stats["sent"] + stats["spooled"] + stats["dropped"] + stats["coalesced"] + stats["pending"]
     )
     return settled == stats["submitted"]
 
@@ -188,7 +183,11 @@ def test_other_4xx_not_retried_logged_once_and_counted(caplog: pytest.LogCapture
     assert delays == []
     stats = exporter.stats()
     assert stats["rejected"] == 2 and invariant(stats)
-    assert sum("HTTP 400" in r.getMessage() for r in caplog.records) == 1
+    assert stats["dropped"] == 2
+    assert stats["drop_reasons"] == {"refused by the endpoint: HTTP 400": 2}
+    failures = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
+    assert len(failures) == 1 and "HTTP 400" in failures[0]
+    assert any("dropped 1 run operation" in r.getMessage() for r in caplog.records)
     exporter.shutdown()
 
 
@@ -233,7 +232,10 @@ def test_queue_bound_drops_are_counted_and_warned(caplog: pytest.LogCaptureFixtu
     assert invariant(exporter.stats())
 
 
-def test_sink_down_under_load_then_up_delivers_each_run_exactly_once(tmp_path: Path) -> None:
+def test_sink_down_under_load_then_up_delivers_each_run_exactly_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "tracestitch.export")
     with ingest_server() as server:
         exporter = BatchExporter(
             LangSmithSink(server.url, "k"),
@@ -269,6 +271,10 @@ def test_sink_down_under_load_then_up_delivers_each_run_exactly_once(tmp_path: P
         stats = exporter.stats()
         assert stats["dropped"] == 0 and invariant(stats)
         assert stats["replayed"] == stats["spooled"]
+        # The recovery is logged once, with what the spool delivered.
+        back = [r.getMessage() for r in caplog.records if "is back after" in r.getMessage()]
+        assert len(back) == 1, back
+        assert f"delivered {stats['replayed']} spooled" in back[0]
 
 
 def test_shutdown_is_bounded_and_spools_leftovers(tmp_path: Path) -> None:

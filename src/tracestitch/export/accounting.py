@@ -1,10 +1,11 @@
 """The export worker's shared ledger: one lock, the counters, drops, and the stop signals.
 
-Every submitted operation is *settled* exactly once, as sent, spooled, dropped, rejected or
-coalesced, so ``submitted == settled + pending`` always holds and ``flush`` can wait for a
-target count. The batcher, the sender and the lifecycle methods account here, under
-:attr:`Ledger.lock`; the request path counts submissions under the queue's own lock
-(:mod:`~tracestitch.export.intake`) and takes this one only to drop or coalesce.
+Every submitted operation is *settled* exactly once, as sent, spooled, dropped or coalesced,
+so ``submitted == settled + pending`` always holds and ``flush`` can wait for a target count.
+The batcher, the sender and the lifecycle methods account here, under :attr:`Ledger.lock`; the
+request path counts submissions under the queue's own lock (:mod:`~tracestitch.export.intake`)
+and takes this one only to drop or coalesce. At the end of shutdown :meth:`Ledger.finalize`
+closes the books: what is still pending then is counted as dropped, with its reason.
 """
 
 from __future__ import annotations
@@ -104,13 +105,19 @@ class Ledger:
         with self.lock:
             self.counts[counter] += n
 
-    def drop(self, weight: int, reason: str, *, settle: bool = True) -> None:
-        """Count ``weight`` operations as dropped for ``reason``; warn, rate-limited."""
+    def drop(
+        self, weight: int, reason: str, *, settle: bool = True, rejected: bool = False
+    ) -> None:
+        """Count ``weight`` operations as dropped for ``reason``; warn, rate-limited.
+        ``rejected``: the sink refused them for good (also counted as ``rejected``);
+        ``settle=False``: they were settled already (as spooled), only the loss is counted."""
         with self.lock:
             if settle:
                 self.settle(weight, "dropped")
-            else:
+            elif not rejected:
                 self.counts["spool_dropped"] += weight
+            if rejected:
+                self.counts["rejected"] += weight
             self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + weight
             self._drops_since_warn += weight
             now = self.clock()

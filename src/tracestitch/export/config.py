@@ -10,6 +10,11 @@ over, on that request's path, so it only starts a thread that builds the exporte
 sinks) and holds the runs meanwhile (:class:`~tracestitch.export.deferred.DeferredExporter`);
 the spool directory is scanned and the endpoint connected on the exporter's worker threads.
 
+Settings are read and checked by :mod:`tracestitch.settings`: ``configure`` raises a
+``ValueError`` naming a bad argument and the forms it accepts; from the environment a bad value
+is one warning line and that setting keeps its default, so the app always starts. Sizes take
+``1048576``, ``10MB`` or ``256MiB``.
+
 Environment (the ``TRACESTITCH_*`` names win over the LangSmith ones, which are honoured so an
 app configured for LangSmith works unchanged):
 
@@ -18,7 +23,8 @@ app configured for LangSmith works unchanged):
                                 ``LANGCHAIN_ENDPOINT``)
 ``TRACESTITCH_API_KEY``         its ``x-api-key`` (``LANGSMITH_API_KEY``, ``LANGCHAIN_API_KEY``)
 ``TRACESTITCH_PROJECT``         default project (``LANGSMITH_PROJECT``, ``LANGCHAIN_PROJECT``)
-``TRACESTITCH_TRACING``         ``false`` turns tracing off (``LANGSMITH_TRACING``)
+``TRACESTITCH_TRACING``         ``false`` turns tracing off (``LANGSMITH_TRACING``,
+                                ``LANGSMITH_TRACING_V2``, ``LANGCHAIN_TRACING_V2``)
 ``TRACESTITCH_OTLP_ENDPOINT``   OTLP/HTTP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``);
                                 headers from ``OTEL_EXPORTER_OTLP_HEADERS``
 ``TRACESTITCH_SPOOL_DIR``       spool directory; ``off`` for none (default: a per-user cache
@@ -57,6 +63,16 @@ from tracestitch.exporter import (
     set_exporter,
     set_exporter_factory,
 )
+from tracestitch.settings import (
+    AUTO,
+    SettingError,
+    Settings,
+    parse_compression,
+    parse_seconds,
+    parse_size,
+    parse_url,
+    read_env,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,18 +84,9 @@ __all__ = ["configure", "exporter_from_env", "install_from_env"]
 
 logger = logging.getLogger("tracestitch.export")
 
-LANGSMITH_DEFAULT_ENDPOINT = "https://api.smith.langchain.com"
-_FALSE = ("0", "false", "no", "off")
-_TRUE = ("1", "true", "yes", "on")
-_AUTO = "auto"
-
-
-def _first(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = env.get(name)
-        if value:
-            return value.strip()
-    return None
+#: ``configure``'s exporter options that take a size or a number of seconds.
+_SIZES = ("max_queue_bytes", "spool_max_bytes", "max_batch_bytes", "item_estimate")
+_SECONDS = ("shutdown_timeout", "post_open_after")
 
 
 def _default_spool_root() -> Path:
@@ -96,7 +103,7 @@ def _spool_for(spool_dir: str | os.PathLike[str] | None, key: str) -> Path | Non
         return None
     from pathlib import Path
 
-    root = _default_spool_root() if spool_dir == _AUTO else Path(spool_dir)
+    root = _default_spool_root() if spool_dir == AUTO else Path(spool_dir)
     return root / _spool_name(key)
 
 
@@ -123,7 +130,7 @@ def _has_spooled_runs(settings: Mapping[str, Any]) -> bool:
     spool_dir = settings.get("spool_dir")
     if spool_dir is None:
         return False
-    if spool_dir == _AUTO:
+    if spool_dir == AUTO:
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(cache, "tracestitch", "spool")
     else:
@@ -140,6 +147,19 @@ def _has_spooled_runs(settings: Mapping[str, Any]) -> bool:
     return False
 
 
+def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``configure``'s exporter options, sizes and durations checked (``ValueError``)."""
+    checked = dict(options)
+    for key, value in options.items():
+        if key in _SIZES:
+            checked[key] = parse_size(key, value)
+        elif key in _SECONDS:
+            checked[key] = parse_seconds(key, value)
+        elif key == "flush_interval":
+            checked[key] = parse_seconds(key, value, allow_zero=False)
+    return checked
+
+
 def configure(
     *,
     endpoint: str | None = None,
@@ -152,8 +172,8 @@ def configure(
     file: str | os.PathLike[str] | None = None,
     sinks: list[Sink] | None = None,
     extra_endpoints: Mapping[str, str | None] | None = None,
-    spool_dir: str | os.PathLike[str] | None = _AUTO,
-    compression: str = _AUTO,
+    spool_dir: str | os.PathLike[str] | None = AUTO,
+    compression: str = AUTO,
     install: bool = True,
     **exporter_options: Any,
 ) -> Exporter:
@@ -163,12 +183,27 @@ def configure(
     ``console``, ``file``, any ``sinks``) gets its own :class:`BatchExporter` (own queue, retries
     and spool), so a slow one cannot hold back another. ``spool_dir`` is ``"auto"`` (a per-user
     cache directory), a path, or ``None`` (no spool). ``exporter_options`` go to every
-    ``BatchExporter`` (``max_queue_bytes``, ``shutdown_timeout``, ``flush_interval`` ...).
-    The previously installed exporter is flushed and shut down.
+    ``BatchExporter`` (``max_queue_bytes`` and ``spool_max_bytes`` as a number of bytes or
+    text such as ``"64MiB"``, ``shutdown_timeout``, ``flush_interval`` ...). A bad value
+    raises ``ValueError`` naming it and the accepted forms, before anything changes. The
+    previously installed exporter is flushed and shut down.
 
     >>> configure(endpoint="http://127.0.0.1:1984", project="demo", spool_dir=None)
     ... # doctest: +SKIP
     """
+    if endpoint is not None:
+        endpoint = parse_url("endpoint", endpoint)
+    if otlp_endpoint is not None:
+        otlp_endpoint = parse_url("otlp_endpoint", otlp_endpoint)
+    if extra_endpoints:
+        extra_endpoints = {parse_url("extra_endpoints", u): k for u, k in extra_endpoints.items()}
+    if api_key is not None and (not api_key.isascii() or not api_key.strip().isprintable()):
+        raise SettingError("api_key: must be printable ASCII (it is sent as a header)")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise SettingError(f"enabled={enabled!r}: expected True or False")
+    compression = parse_compression("compression", compression)
+    exporter_options = _checked_options(exporter_options)
+
     from tracestitch.export.console import ConsoleSink
     from tracestitch.export.fanout import FanoutExporter
     from tracestitch.export.file import FileSink
@@ -217,78 +252,50 @@ def configure(
     return result
 
 
-def _env_options(env: Mapping[str, str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, key, kind in (
-        ("TRACESTITCH_MAX_QUEUE_BYTES", "max_queue_bytes", int),
-        ("TRACESTITCH_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
-        ("TRACESTITCH_FLUSH_INTERVAL", "flush_interval", float),
-        ("TRACESTITCH_POST_OPEN_AFTER", "post_open_after", float),
-        ("TRACESTITCH_SPOOL_MAX_BYTES", "spool_max_bytes", int),
-    ):
-        raw = env.get(name)
-        if raw:
-            try:
-                options[key] = kind(raw)
-            except ValueError:
-                logger.warning("tracestitch: ignoring %s=%r (not a number)", name, raw)
-    return options
-
-
-def _settings_from_env(env: Mapping[str, str]) -> dict[str, Any] | None:
-    """``configure`` keyword arguments from ``env``; ``None`` when it names no destination or
-    tracing is switched off."""
-    tracing = _first(env, "TRACESTITCH_TRACING", "LANGSMITH_TRACING", "LANGSMITH_TRACING_V2")
-    if tracing is not None and tracing.lower() in _FALSE:
-        return None
-    api_key = _first(env, "TRACESTITCH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
-    endpoint = _first(env, "TRACESTITCH_ENDPOINT", "LANGSMITH_ENDPOINT", "LANGCHAIN_ENDPOINT")
-    if endpoint is None and api_key and tracing is not None and tracing.lower() in _TRUE:
-        endpoint = LANGSMITH_DEFAULT_ENDPOINT
-    otlp = _first(env, "TRACESTITCH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-    console = (env.get("TRACESTITCH_CONSOLE") or "").lower() in _TRUE
-    file = _first(env, "TRACESTITCH_FILE")
-    if not (endpoint or otlp or console or file):
-        return None
-    extra: dict[str, str | None] = {}
-    raw_extra = env.get("LANGSMITH_RUNS_ENDPOINTS")
-    if raw_extra:
-        import orjson
-
-        try:
-            parsed = orjson.loads(raw_extra)
-            if isinstance(parsed, dict):
-                extra = {str(k): (str(v) if v else None) for k, v in parsed.items()}
-        except orjson.JSONDecodeError:
-            logger.warning("tracestitch: LANGSMITH_RUNS_ENDPOINTS is not a JSON object; ignored")
-    otlp_headers: dict[str, str] = {}
+def _otlp_headers(env: Mapping[str, str]) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
     for item in (env.get("OTEL_EXPORTER_OTLP_HEADERS") or "").split(","):
         key, sep, value = item.partition("=")
         if sep and key.strip():
-            otlp_headers[key.strip()] = value.strip()
-    spool_env = _first(env, "TRACESTITCH_SPOOL_DIR") or _AUTO
-    spool = None if spool_env.lower() in _FALSE else spool_env
+            headers[key.strip()] = value.strip()
+    return headers or None
+
+
+def _configure_args(settings: Settings, env: Mapping[str, str]) -> dict[str, Any] | None:
+    """``configure`` keyword arguments for ``settings``; ``None`` when they name no
+    destination or tracing is switched off."""
+    if not settings.enabled:
+        return None
+    otlp = settings.otlp_endpoint
+    if otlp is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            otlp = parse_url("OTEL_EXPORTER_OTLP_ENDPOINT", env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        except SettingError as exc:
+            logger.warning("tracestitch: ignoring %s; using its default", exc)
+    if not (settings.destinations() or otlp):
+        return None
     return {
-        "endpoint": endpoint,
-        "api_key": api_key,
-        "project": _first(env, "TRACESTITCH_PROJECT", "LANGSMITH_PROJECT", "LANGCHAIN_PROJECT"),
+        "endpoint": settings.endpoint,
+        "api_key": settings.api_key,
+        "project": settings.project if settings.project != "default" else None,
         "otlp_endpoint": otlp,
-        "otlp_headers": otlp_headers or None,
-        "console": console,
-        "file": file,
-        "extra_endpoints": extra or None,
-        "spool_dir": spool,
-        "compression": (env.get("TRACESTITCH_COMPRESSION") or _AUTO).lower(),
-        **_env_options(env),
+        "otlp_headers": _otlp_headers(env) if otlp else None,
+        "console": settings.console,
+        "file": settings.file,
+        "extra_endpoints": settings.extra_endpoints,
+        "spool_dir": settings.spool_dir,
+        "compression": settings.compression,
+        **settings.exporter_options(),
     }
 
 
 def exporter_from_env(env: Mapping[str, str] | None = None) -> Exporter | None:
     """Build (without installing) the exporter the environment describes, or ``None``."""
-    settings = _settings_from_env(os.environ if env is None else env)
-    if settings is None:
+    env = os.environ if env is None else env
+    args = _configure_args(read_env(env, warn=False), env)
+    if args is None:
         return None
-    return configure(install=False, **settings)
+    return configure(install=False, **args)
 
 
 def install_from_env(env: Mapping[str, str] | None = None) -> bool:
@@ -297,18 +304,22 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
 
     Called by ``import tracestitch``, so it must stay cheap and safe: it reads the
     environment, registers a factory and does nothing else (no thread, no socket, no heavy
-    import), and never raises (a bad environment is logged and ignored). The one exception:
-    when the destination's spool holds runs an earlier process left (one ``stat`` tells), the
-    exporter is started at once, so a restarted service replays them even if it never makes a
-    run. Calling it again registers a fresh factory in place of the installed exporter.
+    import), and never raises: a setting it cannot take is one warning line naming the
+    variable and the accepted forms, and that setting keeps its default. The one exception to
+    "no thread": when the destination's spool holds runs an earlier process left (one
+    ``stat`` tells), the exporter is started at once, so a restarted service replays them even
+    if it never makes a run. Calling it again registers a fresh factory in place of the
+    installed exporter.
     """
     try:
-        settings = _settings_from_env(os.environ if env is None else env)
-    except Exception:  # never break `import tracestitch` over an odd environment
-        logger.exception("tracestitch: could not read the export settings from the environment")
+        env = os.environ if env is None else env
+        args = _configure_args(read_env(env), env)
+    except Exception as exc:  # never break `import tracestitch` over an odd environment
+        report("export.settings", exc)
         return False
-    if settings is None:
+    if args is None:
         return False
+    settings = args
 
     def factory() -> Exporter:
         # On the first request's path: hand back a stand-in at once and build on a thread;
@@ -318,7 +329,7 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
         def build() -> Exporter:
             return configure(install=False, **settings)
 
-        timeout = settings.get("shutdown_timeout", 2.0)
+        timeout = settings["shutdown_timeout"]
         return DeferredExporter(build, shutdown_timeout=timeout).start()
 
     set_exporter_factory(factory)

@@ -58,6 +58,10 @@ class Sender:
         self.down = False
         self._next_probe = 0.0
         self._logged_statuses: set[int | None] = set()
+        # The current outage: when the sink went down, and the spooled operations delivered
+        # since it came back (logged once, when the spool is empty again).
+        self._outage_since: float | None = None
+        self._outage_replayed = 0
         self.spool_ready = threading.Event()  # the spool is opened (scanned) on this thread
 
     def run(self) -> None:
@@ -141,12 +145,12 @@ class Sender:
                 report_internal("export.sink", exc)
                 error = DeliveryError(f"{type(exc).__name__} in sink")
             else:
-                self._finish(batch, claim, size, "sent")
+                self._finish(batch, claim, size)
                 return
             ledger.count("requests_failed")
             self._log_failure(error)
             if not error.retryable:
-                self._finish(batch, claim, size, "rejected")
+                self._reject(batch, claim, size, error)
                 return
             self._failures += 1
             delay = self.retry.delay(self._failures, error.retry_after, self._rand)
@@ -154,6 +158,8 @@ class Sender:
             # would only delay the exit (and leave less time to spool the rest).
             exiting = ledger.spool_at is not None and ledger.spool is not None
             if self.down or exiting or attempts >= self.retry.max_attempts:
+                if not self.down and self._outage_since is None:
+                    self._outage_since, self._outage_replayed = self._clock(), 0
                 self.down = True
                 self._next_probe = self._clock() + delay
                 self._give_up(batch, claim, size)
@@ -161,29 +167,57 @@ class Sender:
             ledger.count("retried")
             self._sleep(delay)
 
-    def _finish(self, batch: list[WireOp], claim: Claim | None, size: int, outcome: str) -> None:
-        """``batch`` was delivered (``sent``) or refused for good (``rejected``)."""
+    def _finish(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
+        """``batch`` was delivered."""
         ledger, spool = self.ledger, self.ledger.spool
-        if outcome == "sent":
-            self._failures = 0
-            self.down = False
+        self._failures = 0
+        self.down = False
         if claim is not None and spool is not None:
-            # Replayed ops were settled when spooled; a refused one is acked too, since
-            # replaying a batch the sink refuses would loop forever.
+            # Replayed ops were settled when spooled.
             spool.ack(claim)
             with ledger.lock:
-                ledger.counts["replayed" if outcome == "sent" else "rejected"] += len(batch)
-                if outcome == "sent":
-                    ledger.counts["batches"] += 1
+                ledger.counts["replayed"] += len(batch)
+                ledger.counts["batches"] += 1
                 ledger.cond.notify_all()  # shutdown may wait for the spool to empty
+            self._outage_replayed += len(batch)
+        else:
+            with ledger.lock:
+                ledger.counts["batches"] += 1
+                if self.handoff.release(batch):
+                    ledger.mem_bytes -= size
+                    ledger.settle(sum(op.weight for op in batch), "sent")
+                # else shutdown spooled it meanwhile: settled there; a repeat is harmless.
+        if self._outage_since is not None and (spool is None or not spool.pending()):
+            logger.warning(
+                "tracestitch: export to %r is back after %.0f s; delivered %d spooled run "
+                "operation(s)",
+                self.sink,
+                self._clock() - self._outage_since,
+                self._outage_replayed,
+            )
+            self._outage_since = None
+            self._logged_statuses.clear()  # the next outage is logged again
+
+    def _reject(
+        self, batch: list[WireOp], claim: Claim | None, size: int, error: DeliveryError
+    ) -> None:
+        """The sink refused ``batch`` for good (a 4xx other than 408/429): dropped, with the
+        status as its reason. A replayed one is acked too: replaying it would loop forever."""
+        ledger, spool = self.ledger, self.ledger.spool
+        reason = "refused by the endpoint: " + (
+            f"HTTP {error.status}" if error.status is not None else str(error)
+        )
+        weight = sum(op.weight for op in batch)
+        if claim is not None and spool is not None:
+            spool.ack(claim)
+            ledger.drop(weight, reason, settle=False, rejected=True)
             return
         with ledger.lock:
-            if outcome == "sent":
-                ledger.counts["batches"] += 1
-            if self.handoff.release(batch):
+            owned = self.handoff.release(batch)
+            if owned:
                 ledger.mem_bytes -= size
-                ledger.settle(sum(op.weight for op in batch), outcome)
-            # else shutdown spooled it meanwhile: it is settled there; a repeat is harmless.
+        if owned:
+            ledger.drop(weight, reason, rejected=True)
 
     def _give_up(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
         spool = self.ledger.spool

@@ -201,16 +201,16 @@ class BatchExporter:
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: ``submitted``, ``sent``, ``retried`` (attempts repeated),
-        ``spooled``, ``replayed``, ``dropped`` (with ``drop_reasons``), ``rejected`` (refused by
-        the sink as invalid), ``coalesced`` (a patch not sent on its own: its run's post was
-        still queued, or already went out complete), ``merged`` (a patch folded into its post
-        in one batch; counted in ``sent`` too), ``serialized_by_caller`` (serialized on the
-        submitting thread because the queue was full; counted in the others too), plus
-        ``bytes_queued``, ``queued``,
-        ``item_estimate`` (bytes a queued run is charged now), ``pending``, ``spool_bytes``,
-        ``spool_segments``. Always ``submitted == sent + spooled + dropped + rejected +
-        coalesced + pending``; ``spool_dropped`` counts spooled operations deleted later
-        because the spool was full."""
+        ``spooled``, ``replayed``, ``dropped`` (every operation lost, with ``drop_reasons``),
+        ``rejected`` (refused by the sink for good, a 4xx: counted in ``dropped`` too, or in
+        ``spooled`` when refused on replay), ``coalesced`` (a patch not sent on its own: its
+        run's post was still queued, or already went out complete), ``merged`` (a patch folded
+        into its post in one batch; counted in ``sent`` too), ``serialized_by_caller``
+        (serialized on the submitting thread because the queue was full; counted in the others
+        too), plus ``bytes_queued``, ``queued``, ``item_estimate`` (bytes a queued run is
+        charged now), ``pending``, ``spool_bytes``, ``spool_segments``. Always ``submitted ==
+        sent + spooled + dropped + coalesced + pending``; ``spool_dropped`` counts spooled
+        operations deleted later because the spool was full."""
         with self._ledger.lock:
             result = self._ledger.snapshot(self._intake.submitted)
             result["bytes_queued"] = self._intake.queued_bytes + self._ledger.mem_bytes

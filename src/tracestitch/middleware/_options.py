@@ -12,6 +12,7 @@ from typing import Any
 
 from tracestitch.middleware._recording import DEFAULT_RECORDED_HEADERS, SENSITIVE_QUERY_KEYS
 from tracestitch.propagation import DEFAULT_LIMITS, Limits
+from tracestitch.settings import read_env
 
 __all__ = ["MiddlewareOptions", "PathMatcher", "default_service_name", "resolve_options"]
 
@@ -126,10 +127,9 @@ class PathMatcher:
 def default_service_name(app: Any = None) -> str:
     """``TRACESTITCH_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``, else the app's own name (FastAPI
     ``title``, Flask ``name``), else the process's script name."""
-    for var in ("TRACESTITCH_SERVICE_NAME", "OTEL_SERVICE_NAME"):
-        value = os.environ.get(var)
-        if value:
-            return value
+    configured = read_env(os.environ, warn=False).service_name
+    if configured:
+        return configured
     for attr in ("title", "name"):
         value = getattr(app, attr, None)
         # FastAPI's default title and a module run as a script say nothing about the service.
