@@ -101,8 +101,9 @@ class DeferredExporter:
             while self._held:
                 real.submit(*self._held.popleft())
             self._real = real
-        self._ready.set()
+        # Into the slot before waiters wake: whoever waited for the build finds it there.
         replace_exporter(self, real)
+        self._ready.set()
 
     def submit(self, op: Op, run: RunTree) -> bool | None:
         real = self._real
