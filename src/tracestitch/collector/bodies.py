@@ -35,7 +35,8 @@ __all__ = [
 _CHUNK = 1 << 16
 #: zstd's own default ceiling on a frame's window (``ZSTD_WINDOWLOG_LIMIT_DEFAULT``).
 _MAX_ZSTD_WINDOW = 1 << 27
-_MIN_ZSTD_WINDOW = 1 << 10
+#: Windows up to this size are allowed whatever the first frame declares (level 19 uses 8 MiB).
+_SMALL_ZSTD_WINDOW = 1 << 23
 
 
 class BodyTooLarge(Exception):
@@ -182,9 +183,10 @@ def _unzstd(body: bytes | bytearray, limit: int, lease: BodyLease) -> bytearray:
     # The SDKs stream their frame, so the header carries no content size: decompress in chunks
     # and stop at the limit instead of trusting a declared size. The decoder's window is memory
     # too, touched as output is produced: charge each output byte twice until the window is
-    # covered. Later frames may not ask for a larger window than the first (max_window_size).
+    # covered. Later frames (a body may hold several) may not need a larger window than the
+    # first, or 8 MiB, whichever is more (max_window_size).
     params = zstandard.get_frame_parameters(body)
-    window = min(max(params.window_size, _MIN_ZSTD_WINDOW), _MAX_ZSTD_WINDOW)
+    window = min(max(params.window_size, _SMALL_ZSTD_WINDOW), _MAX_ZSTD_WINDOW)
     window = 1 << (window - 1).bit_length()
     uncharged_window = min(window, limit)
     decoder = zstandard.ZstdDecompressor(max_window_size=window)
