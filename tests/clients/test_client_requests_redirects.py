@@ -189,6 +189,7 @@ def test_no_trace_headers_on_any_hop_that_may_not_have_them(servers: Servers, se
                     ]
                     assert len(runs) == 1 + len(traced_hops)
                     checked += 1
+    session.close()
     assert checked == 16
 
 
@@ -228,6 +229,7 @@ class _ConnectHandler(socketserver.BaseRequestHandler):
 
 class _ConnectProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    block_on_close = False  # a tunnel a client keeps alive must not hold up the teardown
 
     def __init__(self, target_port: int) -> None:
         super().__init__(("127.0.0.1", 0), _ConnectHandler)
@@ -282,4 +284,5 @@ def test_readme_recipe_keeps_trace_headers_from_a_public_https_host(
         assert public.server == "public-https"
         assert not carries_trace_headers(public), (name, status, public.headers)
         assert public.headers.get("baggage") == "vendor=x"  # the caller's own header stays
+    session.close()
     assert tunnel.connects[-1].startswith(f"CONNECT {PUBLIC_NAME}:443 ")
