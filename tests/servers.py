@@ -8,6 +8,7 @@ server on exit.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,16 +66,17 @@ def run_aiohttp(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def run_wsgi(app: Any) -> Iterator[str]:
+def run_wsgi(app: Any, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
     """A WSGI app under werkzeug's threaded server (a real HTTP/1.1 server, one thread per
-    request)."""
+    request); over TLS with ``ssl_context`` (the URL is then ``https://``)."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
     thread = threading.Thread(target=server.serve_forever, name="wsgi-test", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        scheme = "https" if ssl_context is not None else "http"
+        yield f"{scheme}://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(READY_TIMEOUT)

@@ -20,7 +20,8 @@ from tracestitch.collector import Store
 BATCH = 20
 
 
-def start_collector(db: Path) -> tuple[subprocess.Popen[str], str]:
+def start_collector(db: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """The real ``tracestitch serve`` on an ephemeral port; (process, base URL)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -33,6 +34,7 @@ def start_collector(db: Path) -> tuple[subprocess.Popen[str], str]:
             str(db),
             "--api-key",
             API_KEY,
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

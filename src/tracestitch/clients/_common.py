@@ -160,6 +160,11 @@ class ClientTracer:
         self._redact = QueryRedactor(options.sensitive_query_keys)
         self._query = options.record_query
 
+    def may_trace(self) -> bool:
+        """Whether :meth:`begin` could do anything now: there is a current run, or this
+        tracer starts roots. One context-variable read; lets an adapter skip work otherwise."""
+        return self._root or _current_run.get() is not None
+
     def begin(
         self,
         request: T,

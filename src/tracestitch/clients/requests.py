@@ -8,8 +8,12 @@
     session = instrument_session(requests.Session())        # wraps the mounted adapters
     session.mount("http://service-b/", TracingAdapter(max_retries=3))  # or mount one yourself
 
-``Session.resolve_redirects`` calls the adapter's ``send`` once per hop, with a copy of the
-previous hop's headers, so each hop is its own client run and its own policy check.
+``Session.resolve_redirects`` calls the adapter mounted for each hop's URL, with a copy of the
+request it was given, so each hop is its own client run and its own policy check. The adapter
+puts trace headers only on its own copy of the request, never on the one it was handed: the
+next hop starts from the caller's headers, so a hop sent by an adapter that does not trace (the
+stock ``HTTPAdapter`` mounted for ``https://``, say) or to a destination ``propagate_to``
+refuses carries no trace headers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from tracestitch.clients._common import ClientTracer, UrlParts, content_length, split_options
 
 __all__ = ["TracingAdapter", "instrument_session"]
+
+
+def _hop(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A shallow copy of ``request`` with headers of its own, for one hop's trace headers.
+
+    Cheaper than ``PreparedRequest.copy()``, which also copies the cookie jar (the Cookie header
+    is already in the headers; the adapter never reads the jar).
+    """
+    hop = object.__new__(type(request))
+    hop.__dict__.update(request.__dict__)
+    hop.headers = request.headers.copy()
+    return hop
 
 
 def _parts(request: requests.PreparedRequest) -> UrlParts:
@@ -71,8 +87,13 @@ class TracingAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         tracer = self._tracer
-        run = tracer.begin(request, _parts, request.headers)
         sender = self._wrapped.send if self._wrapped is not None else super().send
+        if not tracer.may_trace():
+            return sender(request, stream, timeout, verify, cert, proxies)
+        # Session copies the request it handed us for the next redirect hop: it must never see
+        # this hop's trace headers (see the module docstring).
+        request = _hop(request)
+        run = tracer.begin(request, _parts, request.headers)
         if run is None:
             return sender(request, stream, timeout, verify, cert, proxies)
         try:

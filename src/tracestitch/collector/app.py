@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .bodies import BodyBudget
 from .ingest_api import ingest_routes
 from .query_api import query_routes
 from .store import Store
@@ -77,6 +78,7 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_decompressed_bytes: int | None = None,
+    max_body_memory_bytes: int | None = None,
     close_store: bool = False,
 ) -> Starlette:
     """Build the collector app over ``store``.
@@ -84,7 +86,15 @@ def create_app(
     ``api_key``: when set, ingest and query endpoints require it in ``x-api-key`` (the viewer's
     pages themselves hold no data and stay open). ``max_body_bytes`` caps a request body as sent;
     ``max_decompressed_bytes`` (default 5x that) caps what a compressed body may expand to.
+    ``max_body_memory_bytes`` caps the memory the bodies of all requests in flight hold
+    together: as received, decompressed (with the decoder's window) and copied for parsing. The
+    default leaves room for the largest request the two caps allow; a request finding the
+    budget spent by others is answered 503 with Retry-After.
     """
+    decompressed_limit = max_decompressed_bytes or max_body_bytes * 5
+    # Worst single request: the raw body, its decompressed text, a zstd window as large as that
+    # text, and the parser's copy of it.
+    budget = BodyBudget(max_body_memory_bytes or max_body_bytes + 3 * decompressed_limit)
     guard = Guard(api_key)
     # Requests acknowledged per endpoint/encoding: lets tests prove which path an SDK took.
     stats: Counter[str] = Counter()
@@ -100,7 +110,8 @@ def create_app(
             store,
             guard,
             max_body_bytes=max_body_bytes,
-            decompressed_limit=max_decompressed_bytes or max_body_bytes * 5,
+            decompressed_limit=decompressed_limit,
+            budget=budget,
             stats=stats,
         ),
         *query_routes(store, guard),
@@ -112,4 +123,5 @@ def create_app(
     app.add_middleware(_SecurityHeaders)
     app.state.store = store
     app.state.stats = stats
+    app.state.body_budget = budget
     return app

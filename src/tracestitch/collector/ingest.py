@@ -6,12 +6,25 @@ A whole request is validated before anything is written, so one bad op rejects t
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Literal
 
-__all__ = ["IngestError", "RunOp", "parse_time_us", "validate_op"]
+import orjson
+
+from tracestitch.ids import SEGMENT_LENGTH, TIMESTAMP_LENGTH
+
+__all__ = [
+    "MAX_DOTTED_ORDER_SEGMENTS",
+    "MAX_RUN_DEPTH",
+    "IngestError",
+    "RunOp",
+    "parse_time_us",
+    "validate_op",
+]
 
 OpKind = Literal["post", "patch"]
 
@@ -21,6 +34,21 @@ _STR_FIELDS = ("name", "run_type", "session_name", "dotted_order")
 _UUID_FIELDS = ("trace_id", "parent_run_id", "reference_example_id", "session_id")
 _TIME_FIELDS = ("start_time", "end_time")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: How deep a run's JSON may nest, the run object itself being level 1. orjson writes at most
+#: 254 levels, and the read routes wrap runs in levels of their own (``{"runs": [run]}``,
+#: ``{"child_runs": [run]}``); the 54 levels left over mean whatever is accepted can always be
+#: written back out.
+MAX_RUN_DEPTH = 200
+_ORJSON_WRITE_DEPTH = 254
+#: A trace nested deeper than this is not a call tree but an attack on the store's sort key.
+MAX_DOTTED_ORDER_SEGMENTS = 1000
+# What the store keeps as a dotted-order segment, stricter than what ids.py reads off a header:
+# ASCII digits only, the canonical hyphenated UUID. The date's validity is checked apart.
+_HEX = "[0-9a-fA-F]"
+_SEGMENT_RE = re.compile(
+    f"[0-9]{{8}}T[0-9]{{12}}Z{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+)
 
 
 class IngestError(ValueError):
@@ -62,18 +90,108 @@ def parse_time_us(value: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _check_dotted_order(order: str, run_id: str, trace_id: str | None, where: str) -> None:
+def _segment_id(segment: str) -> str | None:
+    """The run id of a well-formed dotted-order segment (lower case), or None."""
+    # Only 58-character strings reach the cache, so it holds at most 4096 short keys.
+    return _valid_segment_id(segment) if len(segment) == SEGMENT_LENGTH else None
+
+
+@lru_cache(maxsize=4096)  # the runs of one trace repeat their ancestors' segments
+def _valid_segment_id(segment: str) -> str | None:
+    if _SEGMENT_RE.fullmatch(segment) is None:
+        return None
+    try:
+        # The regex fixed every digit's place; datetime() rejects 31 February, hour 24...
+        datetime(
+            int(segment[0:4]),
+            int(segment[4:6]),
+            int(segment[6:8]),
+            int(segment[9:11]),
+            int(segment[11:13]),
+            int(segment[13:15]),
+        )
+    except ValueError:
+        return None
+    return segment[TIMESTAMP_LENGTH:].lower()
+
+
+def _dotted_order_ids(order: str, where: str) -> tuple[str, list[str]]:
+    """(the order with its ids in lower case, the segment ids root first), or IngestError."""
+    if not order:
+        raise IngestError(f"{where}: empty")
+    # Checked before splitting: a hostile order costs nothing past the limit.
+    if len(order) > MAX_DOTTED_ORDER_SEGMENTS * (SEGMENT_LENGTH + 1):
+        raise IngestError(f"{where}: more than {MAX_DOTTED_ORDER_SEGMENTS} segments")
     segments = order.split(".")
-    ids = []
-    for segment in segments:
-        # A segment is a 22-char UTC timestamp followed by the 36-char run UUID.
-        if len(segment) != 58 or segment[21] != "Z":
-            raise IngestError(f"{where}: malformed dotted_order segment {segment[:70]!r}")
-        ids.append(_uuid(segment[22:], where))
-    if ids[-1] != run_id:
-        raise IngestError(f"{where}: dotted_order ends with {ids[-1]}, not the run id")
+    ids: list[str] = []
+    normal: list[str] = []
+    for i, segment in enumerate(segments):
+        run_id = _segment_id(segment)
+        if run_id is None:
+            raise IngestError(
+                f"{where}: segment {i} {segment[:70]!r} is not a UTC time written"
+                " %Y%m%dT%H%M%S%fZ (22 characters) followed by a hyphenated UUID"
+            )
+        ids.append(run_id)
+        normal.append(segment[:TIMESTAMP_LENGTH] + run_id)
+    return ".".join(normal), ids
+
+
+def _check_dotted_order(kind: OpKind, data: dict[str, Any], where: str) -> None:
+    """Validate ``data["dotted_order"]`` against the run's ids; fill a post's missing ids.
+
+    The order's first id is the trace id, its last the run's id, the one before that the
+    parent's. A post that omits trace_id or parent_run_id gets them from its order.
+    """
+    order, ids = _dotted_order_ids(data["dotted_order"], f"{where}.dotted_order")
+    data["dotted_order"] = order
+    if ids[-1] != data["id"]:
+        raise IngestError(f"{where}.dotted_order: ends with {ids[-1]}, not the run id {data['id']}")
+    trace_id = data.get("trace_id")
     if trace_id is not None and ids[0] != trace_id:
-        raise IngestError(f"{where}: dotted_order starts with {ids[0]}, not the trace_id")
+        raise IngestError(
+            f"{where}.dotted_order: starts with {ids[0]}, not the trace_id {trace_id}"
+        )
+    parent = data.get("parent_run_id")
+    expected_parent = ids[-2] if len(ids) > 1 else None
+    if parent is not None and parent != expected_parent:
+        raise IngestError(
+            f"{where}.dotted_order: names parent {expected_parent}, not the parent_run_id {parent}"
+        )
+    if kind == "post":
+        data["trace_id"] = ids[0]
+        if expected_parent is not None:
+            data["parent_run_id"] = expected_parent
+
+
+def _check_depth(data: dict[str, Any], where: str) -> None:
+    """Refuse a run nested deeper than :data:`MAX_RUN_DEPTH`, naming the field."""
+    if _writable_under(data, _ORJSON_WRITE_DEPTH - MAX_RUN_DEPTH, where):
+        return
+    for key, value in data.items():
+        if isinstance(value, (dict, list)) and not _writable_under(
+            value, _ORJSON_WRITE_DEPTH - MAX_RUN_DEPTH + 1, where
+        ):
+            raise IngestError(
+                f"{where}.{key}: nested too deeply: a run may nest at most {MAX_RUN_DEPTH}"
+                " levels of objects and arrays, the run itself counting as one"
+            )
+    raise IngestError(f"{where}: nested deeper than {MAX_RUN_DEPTH} levels")
+
+
+def _writable_under(value: Any, levels: int, where: str) -> bool:
+    # orjson refuses to write past _ORJSON_WRITE_DEPTH levels, so the value wrapped in `levels`
+    # lists is writable exactly when it nests at most _ORJSON_WRITE_DEPTH - levels deep. Asking
+    # orjson costs a sixth of a Python walk over a typical batch.
+    for _ in range(levels):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            return False
+        raise IngestError(f"{where}: cannot be stored as JSON: {exc}") from None
+    return True
 
 
 def validate_op(kind: OpKind, raw: Any, where: str, run_id: str | None = None) -> RunOp:
@@ -116,17 +234,16 @@ def validate_op(kind: OpKind, raw: Any, where: str, run_id: str | None = None) -
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         raise IngestError(f"{where}.error: expected a string")
+    if data.get("dotted_order") is not None:
+        _check_dotted_order(kind, data, where)
     if kind == "post":
         for key in ("name", "run_type", "start_time"):
             if data.get(key) is None:
                 raise IngestError(f"{where}: missing required field {key!r}")
         if data.get("trace_id") is None and data.get("parent_run_id") is None:
-            # Old clients omit trace_id on roots; the root's id is its trace id.
+            # Old clients omit trace_id (and dotted_order) on roots: a root is its own trace.
             data["trace_id"] = rid
         if data.get("trace_id") is None:
             raise IngestError(f"{where}: missing required field 'trace_id'")
-    if data.get("dotted_order"):
-        _check_dotted_order(
-            data["dotted_order"], rid, data.get("trace_id"), f"{where}.dotted_order"
-        )
+    _check_depth(data, where)
     return RunOp(kind, rid, data)

@@ -3,6 +3,8 @@
 
 Body parsing and the SQLite transaction run in Starlette's thread pool, so a large batch never
 stalls the event loop, and a request is answered 2xx only once its transaction has committed.
+Every body byte a request holds, as received and decompressed, is drawn from the
+:class:`~.bodies.BodyBudget` shared by all requests until the request is answered.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .bodies import BodyBudget, BodyLease, decode_body, zstd_available
 from .ingest import IngestError, RunOp, validate_op
-from .multipart import Attachment, decode_body, parse_multipart, zstd_available
+from .multipart import Attachment, parse_multipart
 from .store import Store
 from .web import Guard, HTTPError, json_response
 
@@ -47,26 +50,32 @@ def ingest_routes(
     *,
     max_body_bytes: int,
     decompressed_limit: int,
+    budget: BodyBudget,
     stats: Counter[str],
 ) -> list[Route]:
     """The ingest routes over ``store``; each acknowledged request is counted in ``stats`` (by
-    endpoint, and by endpoint and content encoding: lets tests prove which path an SDK took)."""
+    endpoint, and by endpoint and content encoding: lets tests prove which path an SDK took).
+    Bodies are held within ``budget``."""
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request, lease: BodyLease) -> bytearray:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
             raise HTTPError(413, f"request body over the {max_body_bytes}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()  # grown in place: no second copy of the body to join chunks
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
+            if len(body) + len(chunk) > max_body_bytes:
                 raise HTTPError(413, f"request body over the {max_body_bytes}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            lease.take(len(chunk))
+            body += chunk
+        return body
 
-    def decoded(request: Request, body: bytes) -> bytes:
-        return decode_body(body, request.headers.get("content-encoding"), decompressed_limit)
+    def decoded(request: Request, body: bytearray, lease: BodyLease) -> bytes | bytearray:
+        encoding = request.headers.get("content-encoding")
+        text = decode_body(body, encoding, decompressed_limit, lease)
+        # Parsing copies the text once more (orjson parses a padded copy; the multipart parser
+        # copies each part out): that is held too, so charge it before it happens.
+        lease.take(len(text), wait=True)
+        return text
 
     async def ingest(
         request: Request, ops: list[RunOp], attachments: list[Attachment] | None = None
@@ -78,16 +87,17 @@ def ingest_routes(
         return json_response({"accepted": count})
 
     async def ingest_json(request: Request, to_ops: Callable[[Any], list[RunOp]]) -> Response:
-        body = await read_body(request)
+        with budget.lease() as lease:  # held until the ops are committed
+            body = await read_body(request, lease)
 
-        def parse() -> list[RunOp]:
-            try:
-                doc = orjson.loads(decoded(request, body))
-            except orjson.JSONDecodeError as exc:
-                raise IngestError(f"body is not valid JSON: {exc}") from None
-            return to_ops(doc)
+            def parse() -> list[RunOp]:
+                try:
+                    doc = orjson.loads(decoded(request, body, lease))
+                except orjson.JSONDecodeError as exc:
+                    raise IngestError(f"body is not valid JSON: {exc}") from None
+                return to_ops(doc)
 
-        return await ingest(request, await run_in_threadpool(parse))
+            return await ingest(request, await run_in_threadpool(parse))
 
     async def info(request: Request) -> Response:
         return json_response(
@@ -119,10 +129,13 @@ def ingest_routes(
         return await ingest_json(request, batch_ops)
 
     async def multipart(request: Request) -> Response:
-        body = await read_body(request)
-        ctype = request.headers.get("content-type", "")
-        form = await run_in_threadpool(lambda: parse_multipart(decoded(request, body), ctype))
-        return await ingest(request, form.ops, form.attachments)
+        with budget.lease() as lease:
+            body = await read_body(request, lease)
+            ctype = request.headers.get("content-type", "")
+            form = await run_in_threadpool(
+                lambda: parse_multipart(decoded(request, body, lease), ctype)
+            )
+            return await ingest(request, form.ops, form.attachments)
 
     return [
         Route("/info", guard(info, auth=False), methods=["GET"]),

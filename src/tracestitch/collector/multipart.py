@@ -1,14 +1,12 @@
-"""Request body decoding for the ingest API: Content-Encoding and LangSmith's multipart form.
+"""LangSmith's multipart ingest form (``/runs/multipart``), parsed into validated ops.
 
-The body is already fully read (and size-capped) when it gets here, so a small byte-level
-multipart parser is simpler and stricter than a streaming one. Decompression is capped too: a
-zstd or gzip bomb must not turn a 1 MB request into gigabytes of memory.
+The body is already fully read, size-capped and decoded (:mod:`.bodies`) when it gets here, so
+a small byte-level multipart parser is simpler and stricter than a streaming one.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,79 +14,11 @@ import orjson
 
 from .ingest import IngestError, OpKind, RunOp, validate_op
 
-__all__ = [
-    "Attachment",
-    "BodyTooLarge",
-    "MultipartBatch",
-    "UnsupportedEncoding",
-    "decode_body",
-    "parse_multipart",
-    "zstd_available",
-]
+__all__ = ["Attachment", "MultipartBatch", "parse_multipart"]
 
 # Fields the SDK sends as separate parts (`post.{id}.inputs`, ...), merged into the run dict.
 _FIELD_PARTS = {"inputs", "outputs", "events", "extra", "error", "serialized", "feedback"}
 _NAME_RE = re.compile(rb'name="([^"]*)"', re.IGNORECASE)
-
-
-class BodyTooLarge(Exception):
-    """The body, or what it decompresses to, exceeds the configured limit (answered with 413)."""
-
-
-class UnsupportedEncoding(Exception):
-    """A Content-Encoding the collector cannot decode (answered with 415)."""
-
-
-def zstd_available() -> bool:
-    """Whether zstd bodies can be decoded (the ``zstandard`` package is importable)."""
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _unzstd(body: bytes, limit: int) -> bytes:
-    import zstandard
-
-    # The SDK streams its frame, so the header carries no content size: decompress in chunks
-    # and stop at the limit instead of trusting a declared size.
-    reader = zstandard.ZstdDecompressor().stream_reader(body)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := reader.read(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = decomp.decompress(body, limit + 1)
-    if len(out) > limit or decomp.unconsumed_tail:
-        raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
-    return out
-
-
-def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding`` (identity, gzip, zstd), refusing output beyond ``limit`` bytes."""
-    enc = (encoding or "identity").strip().lower()
-    try:
-        if enc in ("", "identity"):
-            return body
-        if enc in ("gzip", "x-gzip"):
-            return _gunzip(body, limit)
-        if enc == "zstd":
-            if not zstd_available():
-                raise UnsupportedEncoding("zstd bodies need the 'zstandard' package installed")
-            return _unzstd(body, limit)
-    except (BodyTooLarge, UnsupportedEncoding):
-        raise
-    except Exception as exc:  # zlib.error, zstandard.ZstdError: corrupt stream
-        raise IngestError(f"body is not valid {enc}: {exc}") from None
-    raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; use gzip or zstd")
 
 
 @dataclass
@@ -116,7 +46,7 @@ def _boundary(content_type: str) -> bytes:
     return match.group(1).encode("latin-1")
 
 
-def _split_parts(body: bytes, boundary: bytes) -> list[tuple[str, str, bytes]]:
+def _split_parts(body: bytes | bytearray, boundary: bytes) -> list[tuple[str, str, bytes]]:
     delim = b"--" + boundary
     start = body.find(delim)
     if start < 0:
@@ -131,11 +61,12 @@ def _split_parts(body: bytes, boundary: bytes) -> list[tuple[str, str, bytes]]:
         head_end = body.find(b"\r\n\r\n", pos + 2)
         if head_end < 0:
             raise IngestError("multipart part has no header terminator")
-        headers = body[pos + 2 : head_end]
+        headers = bytes(body[pos + 2 : head_end])
         nxt = body.find(b"\r\n" + delim, head_end + 4)
         if nxt < 0:
             raise IngestError("multipart body is truncated (no closing boundary)")
-        data = body[head_end + 4 : nxt]
+        # One copy of the part, whether the body is bytes or a (decompressed) bytearray.
+        data = memoryview(body)[head_end + 4 : nxt].tobytes()
         name = _NAME_RE.search(headers)
         if name is None:
             raise IngestError("multipart part without a name")
@@ -155,7 +86,7 @@ def _json(data: bytes, where: str) -> Any:
         raise IngestError(f"{where}: invalid JSON ({exc})") from None
 
 
-def parse_multipart(body: bytes, content_type: str) -> MultipartBatch:
+def parse_multipart(body: bytes | bytearray, content_type: str) -> MultipartBatch:
     """Parse LangSmith's multipart ingest form into validated ops and attachments.
 
     Part names: ``post.{id}`` / ``patch.{id}`` (the run minus its large fields),

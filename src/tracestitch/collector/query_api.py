@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Epoch seconds of 0001-01-01 and of 9999-12-31T23:59:59Z: the times a datetime can hold, and
+# well inside SQLite's 64-bit integers once in microseconds.
+_MIN_EPOCH_S = -62_135_596_800
+_MAX_EPOCH_S = 253_402_300_799
+
+
 def _q_time(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if not value:
@@ -43,6 +49,12 @@ def _q_time(request: Request, name: str) -> int | None:
             raise HTTPError(422, f"{name}: expected ISO-8601 or epoch seconds") from None
     if not math.isfinite(seconds):
         raise HTTPError(422, f"{name}: expected ISO-8601 or epoch seconds")
+    if not _MIN_EPOCH_S <= seconds <= _MAX_EPOCH_S:
+        raise HTTPError(
+            422,
+            f"{name}: {value[:40]!r} is out of range: epoch seconds must be between"
+            f" {_MIN_EPOCH_S} and {_MAX_EPOCH_S} (years 1 to 9999)",
+        )
     return int(seconds * 1_000_000)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,8 +11,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .bodies import BodyTooLarge, Overloaded, UnsupportedEncoding
 from .ingest import IngestError
-from .multipart import BodyTooLarge, UnsupportedEncoding
 
 __all__ = ["Guard", "HTTPError", "Handler", "json_response"]
 
@@ -27,18 +28,26 @@ class HTTPError(Exception):
         self.detail = detail
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
     """``data`` as JSON (orjson: fast, and it serialises what the store returns as is)."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # Ingest refuses runs nested too deep for orjson to write back (ingest.MAX_RUN_DEPTH),
+        # but a database written before that limit may hold some: the standard library's
+        # encoder goes several hundred levels deeper, so they can still be read.
+        body = json.dumps(data, ensure_ascii=False, default=str).encode()
+    return Response(body, status_code=status, media_type="application/json")
 
 
 class Guard:
     """Wraps route handlers: checks ``x-api-key`` (when the collector has a key) and turns the
-    collector's errors into JSON error responses (422 bad input, 413 too large, 415 encoding)."""
+    collector's errors into JSON error responses (422 bad input, 413 too large, 415 encoding,
+    503 with Retry-After while other requests hold the memory budget for bodies)."""
 
     def __init__(self, api_key: str | None) -> None:
         self._key = api_key.encode() if api_key else None
@@ -65,5 +74,7 @@ class Guard:
                 return _error(413, str(exc))
             except UnsupportedEncoding as exc:
                 return _error(415, str(exc))
+            except Overloaded as exc:
+                return _error(503, str(exc), {"retry-after": str(exc.retry_after)})
 
         return wrapped
