@@ -1,12 +1,46 @@
-"""Builders of LangSmith wire runs (and multipart ingest bodies) for the collector tests."""
+"""Builders of LangSmith wire runs (and multipart ingest bodies) for the collector tests, and
+the collector app under a real uvicorn server in a thread."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import uvicorn
+
+API_KEY = "test-key-123"
+
+
+class ServerThread:
+    """uvicorn.Server running in a thread; ``url`` is valid once :meth:`start` returns."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = ""
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        # Waiting on uvicorn's own `started` flag, not guessing a delay.
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.005)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 BOUNDARY = "testboundary42"

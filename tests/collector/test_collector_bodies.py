@@ -13,10 +13,9 @@ import httpx
 import orjson
 import pytest
 import zstandard
-from collector_helpers import MP_HEADERS, make_run, wire
+from collector_helpers import API_KEY, MP_HEADERS, ServerThread, make_run, wire
 from test_collector_reliability import start_collector
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store, create_app
 from tracestitch.collector.bodies import BodyBudget
 

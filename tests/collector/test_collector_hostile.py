@@ -12,9 +12,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from collector_helpers import MP_HEADERS, make_run, multipart_body, segment, ts, wire
+from collector_helpers import (
+    API_KEY,
+    MP_HEADERS,
+    ServerThread,
+    make_run,
+    multipart_body,
+    segment,
+    ts,
+    wire,
+)
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.collector.ingest import MAX_DOTTED_ORDER_SEGMENTS, MAX_RUN_DEPTH, RunOp
 

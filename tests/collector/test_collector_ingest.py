@@ -15,7 +15,9 @@ import orjson
 import pytest
 import zstandard
 from collector_helpers import (
+    API_KEY,
     MP_HEADERS,
+    ServerThread,
     make_run,
     multipart_body,
     multipart_with_attachment,
@@ -23,7 +25,6 @@ from collector_helpers import (
     wire,
 )
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 
 

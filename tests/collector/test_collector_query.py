@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from collector_helpers import BASE, make_run, three_service_trace, wire
+from collector_helpers import API_KEY, BASE, ServerThread, make_run, three_service_trace, wire
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.schemas import Run
 

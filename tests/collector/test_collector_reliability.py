@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from collector_helpers import make_run, wire
+from collector_helpers import API_KEY, ServerThread, make_run, wire
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 
 BATCH = 20

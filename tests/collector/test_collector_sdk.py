@@ -8,9 +8,9 @@ from typing import Any
 
 import langsmith
 import pytest
+from collector_helpers import API_KEY, ServerThread
 from langsmith import traceable
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.collector.query import TraceFilter
 from tracestitch.collector.tree import build_trace

@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from collector_helpers import (
+    API_KEY,
     MP_HEADERS,
+    ServerThread,
     make_run,
     multipart_with_attachment,
     three_service_trace,
     wire,
 )
-
-from conftest import API_KEY, ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

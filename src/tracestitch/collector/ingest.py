@@ -64,7 +64,14 @@ class RunOp:
     data: dict[str, Any]
 
 
+# The canonical text every SDK sends: taken as it is (parsing it with uuid.UUID and printing it
+# back was a sixth of the cost of validating a run).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(value: Any, where: str) -> str:
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value) is not None:
+        return value
     if isinstance(value, uuid.UUID):
         return str(value)
     if not isinstance(value, str):

@@ -29,7 +29,7 @@ from .migrations import migrate
 from .multipart import Attachment
 from .query import TraceFilter
 from .runs import merge_run, run_service
-from .writes import summarise_trace, write_op
+from .writes import summarise_traces, write_ops
 
 __all__ = ["Store", "merge_run", "run_service"]
 
@@ -117,20 +117,15 @@ class Store:
         """
         ops = list(ops)
         now_us = int(time.time() * 1_000_000)
-        touched: set[str] = set()
         with self._transaction() as conn:
-            for op in ops:
-                trace_id = write_op(conn, op, now_us)
-                if trace_id:
-                    touched.add(trace_id)
+            touched = write_ops(conn, ops, now_us)
             for att in attachments:
                 conn.execute(
                     "INSERT OR REPLACE INTO attachments(run_id, name, content_type, data)"
                     " VALUES (?, ?, ?, ?)",
                     (att.run_id, att.name, att.content_type, att.data),
                 )
-            for trace_id in touched:
-                summarise_trace(conn, trace_id, now_us)
+            summarise_traces(conn, touched, now_us)
         if time.monotonic() - self._last_retention > self._retention_interval_s:
             self.apply_retention()
         return len(ops)

@@ -16,7 +16,7 @@ from typing import Any
 
 from tracestitch.schemas import Usage, usage_from_wire
 
-__all__ = ["SUMMED_FIELDS", "run_usage", "trace_usage"]
+__all__ = ["SUMMED_FIELDS", "cost_number", "run_usage", "trace_usage"]
 
 #: Usage fields, in ``Run`` field names, that a trace summary sums over its runs.
 SUMMED_FIELDS = (
@@ -29,9 +29,9 @@ SUMMED_FIELDS = (
 )
 
 
-def _cost(value: Decimal | None) -> float | None:
-    # The API has always served costs as JSON numbers; a cost too large for a float is dropped
-    # rather than served as Infinity (which JSON cannot carry).
+def cost_number(value: Decimal | None) -> float | None:
+    """A cost as a JSON number. The API has always served costs as numbers; one too large for
+    a float is dropped rather than served as Infinity (which JSON cannot carry)."""
     if value is None:
         return None
     number = float(value)
@@ -40,7 +40,7 @@ def _cost(value: Decimal | None) -> float | None:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return _cost(value)
+        return cost_number(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):

@@ -1,125 +1,178 @@
-"""The store's write side: one op into the ``runs`` table, and a trace's summary row.
+"""The store's write side: a request's ops into the ``runs`` table, and its traces' summaries.
 
 Both run inside the caller's write transaction (:meth:`Store.ingest`), so a trace's summary is
-always recomputed in the same commit as the runs it summarises.
+always recomputed in the same commit as the runs it summarises. They work a request at a time,
+not an op at a time: one ``SELECT`` finds the runs already stored, one ``executemany`` writes
+them back, and the summaries of all the traces touched are computed by grouped queries (per
+op and per trace, those statements were most of the collector's ingest cost).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 
-from .ingest import RunOp
-from .runs import merge_run, overlay, run_service, run_status, time_us
-from .usage import run_usage
+from tracestitch.schemas import usage_from_wire
 
-__all__ = ["summarise_trace", "write_op"]
+from .ingest import RunOp
+from .runs import overlay, run_service, run_status, time_us
+from .usage import cost_number
+
+__all__ = ["summarise_traces", "write_ops"]
+
+# SQLite caps the number of bound parameters per statement (999 before 3.32).
+_CHUNK = 500
+
+_INSERT_RUN = (
+    "INSERT OR REPLACE INTO runs(id, trace_id, parent_run_id, dotted_order, name, run_type,"
+    " project, service, status, start_us, end_us, total_tokens, total_cost, post_json,"
+    " patch_json, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TRACE = (
+    "INSERT OR REPLACE INTO traces(trace_id, root_name, project, status, start_us, end_us,"
+    " duration_us, run_count, error_count, services, total_tokens, total_cost,"
+    " has_root, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def write_op(conn: sqlite3.Connection, op: RunOp, now_us: int) -> str | None:
-    """Fold ``op`` into its run's stored post or patch and refresh the run's indexed columns.
-
-    Returns the run's trace id (None if it has none yet).
-    """
-    row = conn.execute("SELECT post_json, patch_json FROM runs WHERE id = ?", (op.run_id,))
-    found = row.fetchone()
-    post = orjson.loads(found["post_json"]) if found and found["post_json"] else None
-    patch = orjson.loads(found["patch_json"]) if found and found["patch_json"] else None
-    if op.kind == "post":
-        post = overlay(post or {}, op.data)
-    else:
-        patch = overlay(patch or {}, op.data)
-    run = merge_run(post, patch)
-    usage = run_usage(run)
-    start_us = time_us(run.get("start_time"))
-    end_us = time_us(run.get("end_time"))
-    values = (
-        op.run_id,
-        run.get("trace_id"),
-        run.get("parent_run_id"),
-        run.get("dotted_order"),
-        run.get("name"),
-        run.get("run_type"),
-        run.get("session_name") or "default",
-        run_service(run),
-        run_status(run, end_us),
-        start_us,
-        end_us,
-        usage["total_tokens"],
-        usage["total_cost"],
-        _dumps(post) if post is not None else None,
-        _dumps(patch) if patch is not None else None,
-        now_us,
-    )
-    conn.execute(
-        "INSERT OR REPLACE INTO runs(id, trace_id, parent_run_id, dotted_order, name, run_type,"
-        " project, service, status, start_us, end_us, total_tokens, total_cost, post_json,"
-        " patch_json, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        values,
-    )
-    trace_id = run.get("trace_id")
-    return trace_id if isinstance(trace_id, str) else None
+def _chunks(items: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+    """``items`` in slices SQLite can bind, each with its ``?, ?, ...`` placeholders."""
+    for i in range(0, len(items), _CHUNK):
+        chunk = items[i : i + _CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
-def summarise_trace(conn: sqlite3.Connection, trace_id: str, now_us: int) -> None:
-    """Recompute the ``traces`` row of ``trace_id`` from its stored runs."""
-    agg = conn.execute(
-        "SELECT COUNT(*) AS n, MIN(start_us) AS start_us, MAX(COALESCE(end_us, start_us))"
-        " AS end_us, SUM(status = 'error') AS errors, SUM(status = 'pending') AS pending,"
-        " SUM(total_tokens) AS tokens, SUM(total_cost) AS cost FROM runs WHERE trace_id = ?",
-        (trace_id,),
-    ).fetchone()
-    services = [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT service FROM runs WHERE trace_id = ? AND service IS NOT NULL"
-            " ORDER BY service",
-            (trace_id,),
+def write_ops(conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int) -> set[str]:
+    """Fold ``ops`` (in order: a request may hold a run's post and its patch) into their runs'
+    stored post and patch, and refresh the runs' indexed columns. Returns the trace ids
+    touched."""
+    stored: dict[str, tuple[str | None, str | None]] = {}
+    ids = list(dict.fromkeys(op.run_id for op in ops))
+    for chunk, marks in _chunks(ids):
+        for row in conn.execute(
+            f"SELECT id, post_json, patch_json FROM runs WHERE id IN ({marks})", chunk
+        ):
+            stored[row[0]] = (row[1], row[2])
+    # run id -> [post, patch] as they will be stored
+    state: dict[str, list[dict[str, Any] | None]] = {}
+    for op in ops:
+        current = state.get(op.run_id)
+        if current is None:
+            post_json, patch_json = stored.get(op.run_id, (None, None))
+            current = state[op.run_id] = [
+                orjson.loads(post_json) if post_json else None,
+                orjson.loads(patch_json) if patch_json else None,
+            ]
+        slot = 0 if op.kind == "post" else 1
+        current[slot] = overlay(current[slot] or {}, op.data)
+    rows = []
+    touched: set[str] = set()
+    for run_id, (post, patch) in state.items():
+        # The union of post and patch, the patch's fields winning (runs.merge_run), without
+        # a copy when there is only one of them: nothing below changes it.
+        run = (post or {}) if patch is None else overlay(post or {}, patch)
+        usage = usage_from_wire(run)
+        end_us = time_us(run.get("end_time"))
+        trace_id = run.get("trace_id")
+        if isinstance(trace_id, str):
+            touched.add(trace_id)
+        rows.append(
+            (
+                run_id,
+                trace_id,
+                run.get("parent_run_id"),
+                run.get("dotted_order"),
+                run.get("name"),
+                run.get("run_type"),
+                run.get("session_name") or "default",
+                run_service(run),
+                run_status(run, end_us),
+                time_us(run.get("start_time")),
+                end_us,
+                usage.total_tokens,
+                cost_number(usage.total_cost),
+                _dumps(post) if post is not None else None,
+                _dumps(patch) if patch is not None else None,
+                now_us,
+            )
         )
-    ]
-    root = conn.execute(
-        "SELECT name, status, start_us, end_us, project FROM runs WHERE id = ?", (trace_id,)
-    ).fetchone()
-    if root is not None and root["start_us"] is not None:
-        start_us, status = root["start_us"], root["status"]
-        end_us = root["end_us"]
-        name, project = root["name"], root["project"]
-    else:
-        # The root has not arrived (yet): summarise from what has.
-        start_us, end_us = agg["start_us"], agg["end_us"] if not agg["pending"] else None
-        status = "error" if agg["errors"] else ("pending" if agg["pending"] else "success")
-        name = project = None
-        first = conn.execute(
-            "SELECT name, project FROM runs WHERE trace_id = ? ORDER BY start_us LIMIT 1",
-            (trace_id,),
-        ).fetchone()
-        if first is not None:
-            name, project = first["name"], first["project"]
-    duration = end_us - start_us if end_us is not None and start_us is not None else None
-    conn.execute(
-        "INSERT OR REPLACE INTO traces(trace_id, root_name, project, status, start_us, end_us,"
-        " duration_us, run_count, error_count, services, total_tokens, total_cost,"
-        " has_root, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            trace_id,
-            name,
-            project or "default",
-            status,
-            start_us,
-            end_us,
-            duration,
-            agg["n"],
-            agg["errors"] or 0,
-            _dumps(services),
-            agg["tokens"],
-            agg["cost"],
-            int(root is not None),
-            now_us,
-        ),
-    )
+    conn.executemany(_INSERT_RUN, rows)
+    return touched
+
+
+def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int) -> None:
+    """Recompute the ``traces`` rows of ``trace_ids`` from their stored runs."""
+    ordered = sorted(trace_ids)
+    aggregates: dict[str, sqlite3.Row] = {}
+    services: dict[str, list[str]] = {t: [] for t in ordered}
+    roots: dict[str, sqlite3.Row] = {}
+    for chunk, marks in _chunks(ordered):
+        for row in conn.execute(
+            "SELECT trace_id, COUNT(*) AS n, MIN(start_us) AS start_us,"
+            " MAX(COALESCE(end_us, start_us)) AS end_us, SUM(status = 'error') AS errors,"
+            " SUM(status = 'pending') AS pending, SUM(total_tokens) AS tokens,"
+            f" SUM(total_cost) AS cost FROM runs WHERE trace_id IN ({marks}) GROUP BY trace_id",
+            chunk,
+        ):
+            aggregates[row["trace_id"]] = row
+        for row in conn.execute(
+            "SELECT DISTINCT trace_id, service FROM runs WHERE trace_id IN"
+            f" ({marks}) AND service IS NOT NULL ORDER BY trace_id, service",
+            chunk,
+        ):
+            services[row[0]].append(row[1])
+        # A trace's root is the run whose id is the trace id.
+        for row in conn.execute(
+            "SELECT id, name, status, start_us, end_us, project FROM runs"
+            f" WHERE id IN ({marks})",
+            chunk,
+        ):
+            roots[row["id"]] = row
+    rows = []
+    for trace_id in ordered:
+        agg = aggregates.get(trace_id)
+        if agg is None:
+            continue
+        root = roots.get(trace_id)
+        if root is not None and root["start_us"] is not None:
+            start_us, status = root["start_us"], root["status"]
+            end_us = root["end_us"]
+            name, project = root["name"], root["project"]
+        else:
+            # The root has not arrived (yet): summarise from what has.
+            start_us, end_us = agg["start_us"], agg["end_us"] if not agg["pending"] else None
+            status = "error" if agg["errors"] else ("pending" if agg["pending"] else "success")
+            name = project = None
+            first = conn.execute(
+                "SELECT name, project FROM runs WHERE trace_id = ? ORDER BY start_us LIMIT 1",
+                (trace_id,),
+            ).fetchone()
+            if first is not None:
+                name, project = first["name"], first["project"]
+        duration = end_us - start_us if end_us is not None and start_us is not None else None
+        rows.append(
+            (
+                trace_id,
+                name,
+                project or "default",
+                status,
+                start_us,
+                end_us,
+                duration,
+                agg["n"],
+                agg["errors"] or 0,
+                _dumps(services[trace_id]),
+                agg["tokens"],
+                agg["cost"],
+                int(root is not None),
+                now_us,
+            )
+        )
+    conn.executemany(_INSERT_TRACE, rows)
