@@ -163,4 +163,5 @@ def test_runs_a_slow_endpoint_cannot_take_before_exit_are_counted_as_dropped() -
     assert stats["dropped"] > 0, stats
     assert stats["sent"] + stats["dropped"] == stats["submitted"], stats
     assert "not delivered by the shutdown deadline (no spool)" in stats["drop_reasons"]
+    assert sum(stats["drop_reasons"].values()) == stats["dropped"], stats
     assert "not delivered by the shutdown deadline" in result.stderr

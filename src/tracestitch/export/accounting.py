@@ -112,6 +112,8 @@ class Ledger:
         ``rejected``: the sink refused them for good (also counted as ``rejected``);
         ``settle=False``: they were settled already (as spooled), only the loss is counted."""
         with self.lock:
+            if self.final:  # finalize() counted everything still pending
+                return
             if settle:
                 self.settle(weight, "dropped")
             elif not rejected:
