@@ -25,6 +25,31 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+#: A small traced service: a Starlette route with a @traceable child (write it to a file named
+#: ``service.py`` and import ``service:app``).
+ORDERS_SERVICE = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tracestitch import traceable
+from tracestitch.middleware.asgi import TracingMiddleware
+
+
+@traceable
+def price(n):
+    return n * 3
+
+
+async def order(request):
+    return JSONResponse({"price": price(int(request.path_params["n"]))})
+
+
+app = Starlette(routes=[Route("/orders/{n:int}", order)])
+app.add_middleware(TracingMiddleware, service="orders")
+"""
+
+
 @dataclass
 class Collector:
     """A ``tracestitch serve`` subprocess on 127.0.0.1 with an ephemeral port."""

@@ -12,33 +12,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from acceptance_helpers import Collector, clean_env, run_script
+from acceptance_helpers import ORDERS_SERVICE, Collector, clean_env, run_script
 
 APP_TESTS = """
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from service import app, price
 from tracestitch import traceable, tracing_context
 from tracestitch.clients.httpx import TracingTransport
-from tracestitch.middleware.asgi import TracingMiddleware
 from tracestitch.testing import capture_runs
-
-
-@traceable
-def price(n):
-    return n * 3
-
-
-async def order(request):
-    return JSONResponse({"price": price(int(request.path_params["n"]))})
-
-
-app = Starlette(routes=[Route("/orders/{n:int}", order)])
-app.add_middleware(TracingMiddleware, service="orders")
 
 
 def test_fixture_sees_the_request_and_its_child(captured_runs):
@@ -97,6 +81,7 @@ def test_nothing_is_traced_outside_a_capture():
 def test_an_apps_tests_see_its_runs_with_tracing_switched_off(
     collector: Collector, tmp_path: Path, switch: dict[str, str]
 ) -> None:
+    (tmp_path / "service.py").write_text(ORDERS_SERVICE)
     (tmp_path / "test_app.py").write_text(APP_TESTS)
     env = clean_env(
         TRACESTITCH_ENDPOINT=collector.url,

@@ -15,36 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from acceptance_helpers import Collector, clean_env, run_script
+from acceptance_helpers import ORDERS_SERVICE, Collector, clean_env, run_script
 from test_short_lived import TRACES
-
-SERVICE = """
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-from tracestitch import traceable
-from tracestitch.middleware.asgi import TracingMiddleware
-
-
-@traceable
-def price(n):
-    return n * 3
-
-
-async def order(request):
-    return JSONResponse({"price": price(int(request.path_params["n"]))})
-
-
-app = Starlette(routes=[Route("/orders/{n:int}", order)])
-app.add_middleware(TracingMiddleware, service="orders")
-"""
 
 
 def test_sigterm_of_a_uvicorn_worker_delivers_every_request(
     collector: Collector, tmp_path: Path
 ) -> None:
-    (tmp_path / "service.py").write_text(SERVICE)
+    (tmp_path / "service.py").write_text(ORDERS_SERVICE)
     env = clean_env(TRACESTITCH_ENDPOINT=collector.url, TRACESTITCH_SPOOL_DIR="off")
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service:app", "--port", "0", "--no-access-log"],
