@@ -130,8 +130,7 @@ def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int)
             services[row[0]].append(row[1])
         # A trace's root is the run whose id is the trace id.
         for row in conn.execute(
-            "SELECT id, name, status, start_us, end_us, project FROM runs"
-            f" WHERE id IN ({marks})",
+            f"SELECT id, name, status, start_us, end_us, project FROM runs WHERE id IN ({marks})",
             chunk,
         ):
             roots[row["id"]] = row
