@@ -92,9 +92,12 @@ class Ledger:
 
     # ------------------------------------------------------------------ counting
 
-    def settle(self, weight: int, counter: str, n: int | None = None) -> None:
-        """Record ``weight`` submitted operations as finished. Caller holds :attr:`lock`."""
-        if self.final:
+    def settle(
+        self, weight: int, counter: str, n: int | None = None, *, refused: bool = False
+    ) -> None:
+        """Record ``weight`` submitted operations as finished. Caller holds :attr:`lock`.
+        Once the books are closed only ``refused`` ones count (submitted after shutdown)."""
+        if self.final and not refused:
             return
         self.settled += weight
         self.counts[counter] += weight if n is None else n
@@ -106,16 +109,24 @@ class Ledger:
             self.counts[counter] += n
 
     def drop(
-        self, weight: int, reason: str, *, settle: bool = True, rejected: bool = False
+        self,
+        weight: int,
+        reason: str,
+        *,
+        settle: bool = True,
+        rejected: bool = False,
+        refused: bool = False,
     ) -> None:
         """Count ``weight`` operations as dropped for ``reason``; warn, rate-limited.
         ``rejected``: the sink refused them for good (also counted as ``rejected``);
-        ``settle=False``: they were settled already (as spooled), only the loss is counted."""
+        ``settle=False``: they were settled already (as spooled), only the loss is counted;
+        ``refused``: turned away on submission (counted even after shutdown, when a worker
+        thread that outlived the deadline no longer counts: finalize() did)."""
         with self.lock:
-            if self.final:  # finalize() counted everything still pending
+            if self.final and not refused:
                 return
             if settle:
-                self.settle(weight, "dropped")
+                self.settle(weight, "dropped", refused=refused)
             elif not rejected:
                 self.counts["spool_dropped"] += weight
             if rejected:

@@ -175,7 +175,7 @@ class BatchExporter:
         serialized here rather than dropped); never blocks; never raises."""
         refused = self._intake.put(op, run)
         if refused is not None and (refused is not FULL or not self._serialize_here(op, run)):
-            self._ledger.drop(1, refused)
+            self._ledger.drop(1, refused, refused=True)
             return False
         if not self._started:
             self._start()
