@@ -256,6 +256,11 @@ def parse_dotted_order(
 # ---------------------------------------------------------------------------------------------
 # W3C trace context: trace-id is the trace UUID's 128 bits; a run's span id is its UUID's low 64
 # bits (for UUIDv7 that is the variant plus 62 random bits, so spans of one trace do not collide).
+# Not the first 8 bytes (the LangSmith Python SDK's get_otel_span_id_from_uuid): those are the
+# millisecond plus 12 bits, shared by runs started in the same millisecond in different processes
+# with odds ~1/2048, and no span LangSmith exports carries them; LangSmith's OTel ingest maps span
+# ids to run ids by the low 64 bits too. The OTLP sink and traceparent both use this mapping; see
+# docs/architecture.md ("OTLP span ids") for the measurements.
 # ---------------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,10 @@ def _assert_joined(runs: RunCollector, name: str, caller: langsmith.RunTree, ser
     assert child.dotted_order.startswith(server.dotted_order + ".")
     assert server.metadata["service"] == service
     assert server.session_name == "interop"  # the caller's project travels in baggage
+    # Its role and matched route, for OTLP (SERVER, http.route); a child inherits neither.
+    assert server.extra is not None and server.extra["span_kind"] == "server"
+    assert server.extra["route"] == name.partition(" ")[2]
+    assert "span_kind" not in (child.extra or {}) and "route" not in (child.extra or {})
 
 
 def test_fastapi_under_uvicorn_joins_a_langsmith_trace() -> None:

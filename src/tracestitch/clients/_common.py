@@ -219,6 +219,7 @@ class ClientTracer:
                 run = RunTree(name, self._run_type, inputs=inputs, metadata=metadata, tags=tags)
             if mode is LOCAL and run.exporter is None:
                 run.exporter = LOCAL_ONLY
+            run.extra = {"span_kind": "client"}  # its role, for OTLP (CLIENT)
             watch(run)  # a call open for long (a hung upstream) is posted meanwhile
         if self.policy.allows(scheme, host, port, path, query):
             source = run if run is not None else parent

@@ -213,6 +213,9 @@ class ServerTracer(RequestRecorder):
             run = RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
         if run.exporter is None and tracing_mode() is LOCAL:
             run.exporter = LOCAL_ONLY  # a capture while tracing is off: seen, not exported
+        # Its role, for exporters that have span kinds (OTLP: SERVER). In extra, not metadata:
+        # metadata is inherited by child runs and carried downstream, a role is not.
+        run.extra = {"span_kind": "server"}
         watch(run)  # a request open for long is posted meanwhile by the export worker
         return run
 
@@ -237,6 +240,13 @@ class ServerTracer(RequestRecorder):
         else:
             run.end(outputs=outputs)
         ship(run)
+
+    def routed(self, run: RunTree, name: str) -> None:
+        """Name ``run`` after the route the request matched (``name`` from :meth:`name`, as
+        ``"GET /items/{id}"``) and keep the route template (OTLP's ``http.route``; a raw path
+        is never recorded as a route)."""
+        run.name = name
+        run.extra["route"] = name.partition(" ")[2]
 
     def _status_error(self, status: int) -> str:
         text = self._status_errors.get(status)

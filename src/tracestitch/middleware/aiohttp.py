@@ -162,8 +162,10 @@ class _Middleware:
             if isinstance(sockname, tuple) and len(sockname) >= 2:
                 server = (sockname[0], sockname[1])
         # aiohttp has routed the request before the middleware runs: the name is known now.
-        name = self._run_name(request, method) or tracer.name(method, path)
-        run = tracer.start(parent, name, inputs, server)
+        routed = self._run_name(request, method)
+        run = tracer.start(parent, routed or tracer.name(method, path), inputs, server)
+        if routed is not None:
+            tracer.routed(run, routed)
         return _Exchange(tracer, run)
 
     def _run_name(self, request: web.Request, method: str) -> str | None:

@@ -348,7 +348,7 @@ class _Exchange:
             mw = self._mw
             name = mw._run_name(self.scope, self.root_path, self.app)
             if name is not None:
-                self.run.name = name
+                mw._tracer.routed(self.run, name)
             mw._tracer.finish(self.run, self.status, self.size, error, incomplete=incomplete)
         except Exception as exc:
             report("middleware.asgi.finish", exc)

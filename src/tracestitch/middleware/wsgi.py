@@ -171,7 +171,7 @@ class _Exchange:
         try:
             name = self.name or self._mw._run_name(self.environ, self.method, self.script_name)
             if name is not None:
-                self.run.name = name
+                self._mw._tracer.routed(self.run, name)
             self._mw._tracer.finish(self.run, self.status, self.size, error, incomplete=incomplete)
         except Exception as exc:
             report("middleware.wsgi.finish", exc)
