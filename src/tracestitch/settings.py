@@ -7,8 +7,9 @@ is a :class:`SettingError` naming the setting and the forms it accepts. ``config
 back to its default, so the app always starts.
 
 The ``TRACESTITCH_*`` names win over the LangSmith ones (``LANGSMITH_*``, ``LANGCHAIN_*``),
-which are honoured so that an app configured for LangSmith works unchanged. OpenTelemetry's
-``OTEL_*`` names are read by :mod:`tracestitch.export.otel_env` when present.
+which are honoured so that an app configured for LangSmith works unchanged. The OTLP
+destination (``TRACESTITCH_OTLP_ENDPOINT`` and OpenTelemetry's ``OTEL_*`` names) is read as the
+OTel specification says by :mod:`tracestitch.export.otel_env`.
 
 Example::
 
@@ -182,7 +183,6 @@ class Settings:
     endpoint: str | None = None
     api_key: str | None = None
     extra_endpoints: dict[str, str | None] | None = None
-    otlp_endpoint: str | None = None
     console: bool = False
     file: str | None = None
     spool_dir: str | None = AUTO
@@ -207,8 +207,9 @@ class Settings:
         }
 
     def destinations(self) -> bool:
-        """Whether these settings name anywhere to send runs."""
-        return bool(self.endpoint or self.otlp_endpoint or self.console or self.file)
+        """Whether these settings name anywhere to send runs (OTLP aside: see
+        :mod:`tracestitch.export.otel_env`)."""
+        return bool(self.endpoint or self.console or self.file)
 
 
 Parser = Callable[[str, object], Any]
@@ -228,7 +229,6 @@ ENV_NAMES: dict[str, tuple[tuple[str, ...], Parser]] = {
     "endpoint": (("TRACESTITCH_ENDPOINT", "LANGSMITH_ENDPOINT", "LANGCHAIN_ENDPOINT"), parse_url),
     "api_key": (("TRACESTITCH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"), _parse_api_key),
     "extra_endpoints": (("LANGSMITH_RUNS_ENDPOINTS",), _parse_endpoints),
-    "otlp_endpoint": (("TRACESTITCH_OTLP_ENDPOINT",), parse_url),
     "console": (("TRACESTITCH_CONSOLE",), parse_bool),
     "file": (("TRACESTITCH_FILE",), _parse_text),
     "spool_dir": (("TRACESTITCH_SPOOL_DIR",), _parse_spool_dir),

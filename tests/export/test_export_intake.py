@@ -229,6 +229,7 @@ def test_import_with_an_endpoint_configured_starts_nothing(tmp_path: Path) -> No
     assert set(result["modules"]) <= {
         "tracestitch.export.config",
         "tracestitch.export.memory",
+        "tracestitch.export.otel_env",  # stdlib only: reads the OTel variables
         "pathlib",  # may come from the core; not from export.config
     }, result["modules"]
     assert not (tmp_path / "spool").exists()

@@ -25,8 +25,9 @@ app configured for LangSmith works unchanged):
 ``TRACESTITCH_PROJECT``         default project (``LANGSMITH_PROJECT``, ``LANGCHAIN_PROJECT``)
 ``TRACESTITCH_TRACING``         ``false`` turns tracing off (``LANGSMITH_TRACING``,
                                 ``LANGSMITH_TRACING_V2``, ``LANGCHAIN_TRACING_V2``)
-``TRACESTITCH_OTLP_ENDPOINT``   OTLP/HTTP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``);
-                                headers from ``OTEL_EXPORTER_OTLP_HEADERS``
+``TRACESTITCH_OTLP_ENDPOINT``   OTLP/HTTP base URL; the OTel variables
+                                (``OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT``, ``_HEADERS`` ...) as
+                                :mod:`tracestitch.export.otel_env` reads them
 ``TRACESTITCH_SPOOL_DIR``       spool directory; ``off`` for none (default: a per-user cache
                                 directory, one sub-directory per endpoint)
 ``TRACESTITCH_SPOOL_MAX_BYTES`` spool bound (default 256 MiB)
@@ -56,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracestitch._guard import report
 from tracestitch.context import set_defaults
+from tracestitch.export.otel_env import OTLPConfigError, OTLPSettings, otlp_settings_from_env
 from tracestitch.exporter import (
     Exporter,
     NoopExporter,
@@ -121,6 +123,9 @@ def _spool_keys(settings: Mapping[str, Any]) -> list[str]:
         keys.append(f"langsmith {settings['endpoint']}")
     if settings.get("otlp_endpoint"):
         keys.append(f"otlp {settings['otlp_endpoint']}")
+    otlp_settings = settings.get("otlp_settings")
+    if otlp_settings is not None:
+        keys.append(f"otlp {otlp_settings.traces_endpoint}")
     return keys
 
 
@@ -168,6 +173,7 @@ def configure(
     enabled: bool | None = None,
     otlp_endpoint: str | None = None,
     otlp_headers: Mapping[str, str] | None = None,
+    otlp_settings: OTLPSettings | None = None,
     console: bool = False,
     file: str | os.PathLike[str] | None = None,
     sinks: list[Sink] | None = None,
@@ -179,7 +185,8 @@ def configure(
 ) -> Exporter:
     """Build and install the process-wide exporter; returns it.
 
-    Each destination (``endpoint`` for LangSmith-compatible ingest, ``otlp_endpoint``,
+    Each destination (``endpoint`` for LangSmith-compatible ingest, ``otlp_endpoint`` (an
+    OTLP/HTTP traces URL; or ``otlp_settings``, as read from the OTel environment variables),
     ``console``, ``file``, any ``sinks``) gets its own :class:`BatchExporter` (own queue, retries
     and spool), so a slow one cannot hold back another. ``spool_dir`` is ``"auto"`` (a per-user
     cache directory), a path, or ``None`` (no spool). ``exporter_options`` go to every
@@ -230,6 +237,11 @@ def configure(
 
         otlp = OTLPSink(otlp_endpoint, headers=otlp_headers)
         exporters.append(batch(otlp, f"otlp {otlp_endpoint}"))
+    if otlp_settings is not None:
+        from tracestitch.export.otlp import OTLPSink
+
+        otlp = OTLPSink.from_settings(otlp_settings)
+        exporters.append(batch(otlp, f"otlp {otlp_settings.traces_endpoint}"))
     if file is not None:
         exporters.append(batch(FileSink(file), f"file {file}", spooled=False))
     if console:
@@ -252,34 +264,32 @@ def configure(
     return result
 
 
-def _otlp_headers(env: Mapping[str, str]) -> dict[str, str] | None:
-    headers: dict[str, str] = {}
-    for item in (env.get("OTEL_EXPORTER_OTLP_HEADERS") or "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            headers[key.strip()] = value.strip()
-    return headers or None
+def _otlp_from_env(env: Mapping[str, str]) -> OTLPSettings | None:
+    """The OTLP destination the OTel variables (and ``TRACESTITCH_OTLP_ENDPOINT``) name; what
+    cannot be used is one warning line each, as for every other setting."""
+    try:
+        otlp = otlp_settings_from_env(env)
+    except OTLPConfigError as exc:
+        logger.warning("tracestitch: OTLP export off: %s", exc)
+        return None
+    for problem in otlp.problems if otlp is not None else ():
+        logger.warning("tracestitch: %s", problem)
+    return otlp
 
 
 def _configure_args(settings: Settings, env: Mapping[str, str]) -> dict[str, Any] | None:
-    """``configure`` keyword arguments for ``settings``; ``None`` when they name no
-    destination or tracing is switched off."""
+    """``configure`` keyword arguments for ``settings`` (and the OTel variables in ``env``);
+    ``None`` when they name no destination or tracing is switched off."""
     if not settings.enabled:
         return None
-    otlp = settings.otlp_endpoint
-    if otlp is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            otlp = parse_url("OTEL_EXPORTER_OTLP_ENDPOINT", env["OTEL_EXPORTER_OTLP_ENDPOINT"])
-        except SettingError as exc:
-            logger.warning("tracestitch: ignoring %s; using its default", exc)
+    otlp = _otlp_from_env(env)
     if not (settings.destinations() or otlp):
         return None
     return {
         "endpoint": settings.endpoint,
         "api_key": settings.api_key,
         "project": settings.project if settings.project != "default" else None,
-        "otlp_endpoint": otlp,
-        "otlp_headers": _otlp_headers(env) if otlp else None,
+        "otlp_settings": otlp,
         "console": settings.console,
         "file": settings.file,
         "extra_endpoints": settings.extra_endpoints,
