@@ -26,6 +26,7 @@ from collector_helpers import (
 )
 
 from tracestitch.collector import Store
+from tracestitch.collector.migrations import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -326,7 +327,7 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     store.ingest([validate_op("post", wire(make_run("keep")), "run")])
     store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     copy = tmp_path / "copy.sqlite"

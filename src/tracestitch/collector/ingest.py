@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -22,6 +23,9 @@ __all__ = [
     "MAX_RUN_DEPTH",
     "IngestError",
     "RunOp",
+    "check_depth",
+    "format_time_us",
+    "normal_time",
     "parse_time_us",
     "validate_op",
 ]
@@ -82,19 +86,89 @@ def _uuid(value: Any, where: str) -> str:
         raise IngestError(f"{where}: {value[:60]!r} is not a UUID") from None
 
 
-def parse_time_us(value: Any) -> int:
-    """Microseconds since the epoch of an ISO-8601 time; a naive time is taken as UTC."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO-8601 time string, got {type(value).__name__}")
-    text = value.strip()
-    # Python 3.10's fromisoformat rejects a trailing Z, and the JS SDK sends one.
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+# ISO-8601 as the SDKs write it: a date, "T" or a space, a time with any number of fraction
+# digits (kept to the microsecond), and "Z", an offset (+05:30, +0530, +05) or no zone (UTC).
+_ISO_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+)
+#: Epoch microseconds of 0001-01-01T00:00:00Z and of 9999-12-31T23:59:59.999999Z.
+MIN_TIME_US = -62_135_596_800_000_000
+MAX_TIME_US = 253_402_300_799_999_999
+
+
+def _iso_us(text: str) -> int:
+    match = _ISO_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text[:60]!r} is not an ISO-8601 time")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    dt = datetime(
+        int(year),
+        int(month),
+        int(day),
+        int(hour),
+        int(minute),
+        int(second or 0),
+        int((fraction or "0")[:6].ljust(6, "0")),
+        tzinfo=timezone.utc,
+    )
     delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if sign and not zulu:
+        offset_min = int(off_h) * 60 + int(off_m or 0)
+        if int(off_h) > 23 or int(off_m or 0) > 59:
+            raise ValueError(f"{text[:60]!r} has an impossible UTC offset")
+        micros -= (1 if sign == "+" else -1) * offset_min * 60_000_000
+    return micros
+
+
+def _epoch_ms_us(value: int | float) -> int:
+    # Decimal of the shortest repr: 1796162014100.123 ms is exactly ...100123 µs, where
+    # value * 1000 in binary floating point could land a hair below and floor to ...100122.
+    millis = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not millis.is_finite():
+        raise ValueError("epoch milliseconds must be finite")
+    return int((millis * 1000).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def parse_time_us(value: Any) -> int:
+    """Microseconds since the epoch of a wire time, exact to the microsecond.
+
+    Takes every shape the LangSmith SDKs send: ISO-8601 with ``Z``, an offset or no zone (taken
+    as UTC), and epoch milliseconds as a JSON integer or float (the JS SDK's ``Date.now()``).
+    Raises ValueError for anything else, or a time outside years 1 to 9999.
+    """
+    if isinstance(value, str):
+        micros = _iso_us(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        micros = _epoch_ms_us(value)
+    else:
+        raise ValueError(
+            "expected an ISO-8601 string or epoch milliseconds, got " + type(value).__name__
+        )
+    if not MIN_TIME_US <= micros <= MAX_TIME_US:
+        raise ValueError(f"{str(value)[:60]!r} is outside the years 1 to 9999")
+    return micros
+
+
+def format_time_us(micros: int) -> str:
+    """Epoch microseconds as the ISO-8601 text the collector stores: UTC, 6 fraction digits, Z."""
+    dt = _EPOCH + timedelta(microseconds=micros)
+    # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond:06d}Z"
+    )
+
+
+def normal_time(value: Any, where: str) -> Any:
+    """``value`` checked; a number (epoch milliseconds) rewritten as ISO-8601, so that every
+    stored time reads back in one shape; a string is kept exactly as sent."""
+    try:
+        micros = parse_time_us(value)
+    except (ValueError, OverflowError, ArithmeticError) as exc:
+        raise IngestError(f"{where}: not a time ({exc})") from None
+    return value if isinstance(value, str) else format_time_us(micros)
 
 
 def _segment_id(segment: str) -> str | None:
@@ -171,8 +245,17 @@ def _check_dotted_order(kind: OpKind, data: dict[str, Any], where: str) -> None:
             data["parent_run_id"] = expected_parent
 
 
-def _check_depth(data: dict[str, Any], where: str) -> None:
-    """Refuse a run nested deeper than :data:`MAX_RUN_DEPTH`, naming the field."""
+def _normal_event(event: Any, where: str) -> Any:
+    if isinstance(event, dict) and event.get("time") is not None:
+        when = normal_time(event["time"], f"{where}.time")
+        if when is not event["time"]:
+            return {**event, "time": when}
+    return event
+
+
+def check_depth(data: dict[str, Any], where: str) -> None:
+    """Refuse a run (or a feedback document) nested deeper than :data:`MAX_RUN_DEPTH`, naming
+    the field."""
     if _writable_under(data, _ORJSON_WRITE_DEPTH - MAX_RUN_DEPTH, where):
         return
     for key, value in data.items():
@@ -228,16 +311,17 @@ def validate_op(kind: OpKind, raw: Any, where: str, run_id: str | None = None) -
             raise IngestError(f"{where}.{key}: expected a string, got {type(data[key]).__name__}")
     for key in _TIME_FIELDS:
         if data.get(key) is not None:
-            try:
-                parse_time_us(data[key])
-            except (ValueError, OverflowError) as exc:
-                raise IngestError(f"{where}.{key}: not an ISO-8601 time ({exc})") from None
+            data[key] = normal_time(data[key], f"{where}.{key}")
     tags = data.get("tags")
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise IngestError(f"{where}.tags: expected a list of strings")
     events = data.get("events")
-    if events is not None and not isinstance(events, list):
-        raise IngestError(f"{where}.events: expected a list")
+    if events is not None:
+        if not isinstance(events, list):
+            raise IngestError(f"{where}.events: expected a list")
+        data["events"] = [
+            _normal_event(event, f"{where}.events[{i}]") for i, event in enumerate(events)
+        ]
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         raise IngestError(f"{where}.error: expected a string")
@@ -252,5 +336,5 @@ def validate_op(kind: OpKind, raw: Any, where: str, run_id: str | None = None) -
             data["trace_id"] = rid
         if data.get("trace_id") is None:
             raise IngestError(f"{where}: missing required field 'trace_id'")
-    _check_depth(data, where)
+    check_depth(data, where)
     return RunOp(kind, rid, data)

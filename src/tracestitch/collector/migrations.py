@@ -1,13 +1,16 @@
 """Versioned SQLite schema: ``PRAGMA user_version`` counts the migrations applied.
 
 Append a migration to :data:`MIGRATIONS` to change the schema; never edit one that shipped.
+Migrations may call the SQL functions :func:`register_functions` defines on every connection.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate"]
+from .projects import project_id
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate", "register_functions"]
 
 MIGRATIONS: list[str] = [
     # 1: runs as received (post/patch JSON) plus indexed columns; one summary row per trace.
@@ -61,9 +64,44 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, name)
     );
     """,
+    # 2: projects (LangSmith "sessions") with stable ids, feedback, and each run's span id (the
+    # OTLP span it came from, else its UUID's low 64 bits) so OTLP spans find their parents.
+    """
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT,
+        extra_json TEXT,
+        created_us INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO projects(id, name, created_us)
+        SELECT tracestitch_project_id(project), project, MIN(received_us) FROM runs
+        WHERE project IS NOT NULL GROUP BY project;
+    CREATE TABLE feedback (
+        id TEXT PRIMARY KEY,
+        run_id TEXT,
+        trace_id TEXT,
+        key TEXT NOT NULL,
+        score REAL,
+        source_type TEXT,
+        created_us INTEGER NOT NULL,
+        doc_json TEXT NOT NULL
+    );
+    CREATE INDEX feedback_run ON feedback(run_id, created_us);
+    CREATE INDEX feedback_trace ON feedback(trace_id);
+    ALTER TABLE runs ADD COLUMN span_id TEXT;
+    UPDATE runs SET span_id = substr(id, 20, 4) || substr(id, 25, 12);
+    CREATE INDEX runs_span ON runs(trace_id, span_id);
+    CREATE INDEX runs_start ON runs(start_us DESC, id DESC);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The collector's SQL functions: ``tracestitch_project_id(name)``, a project's stable id."""
+    conn.create_function("tracestitch_project_id", 1, project_id, deterministic=True)
 
 
 class SchemaTooNew(RuntimeError):

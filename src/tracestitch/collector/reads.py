@@ -16,11 +16,14 @@ from .query import TraceFilter, build_trace_query
 from .runs import merge_run
 
 __all__ = [
+    "attach_feedback",
     "child_runs",
     "count_runs",
     "get_attachment",
     "get_run",
     "list_traces",
+    "runs_by_ids",
+    "span_run_ids",
     "trace_runs",
     "trace_summary",
 ]
@@ -63,11 +66,12 @@ def trace_summary(conn: sqlite3.Connection, trace_id: str) -> dict[str, Any] | N
     return _summary(found) if found else None
 
 
-def _runs(conn: sqlite3.Connection, where: str, param: str) -> list[dict[str, Any]]:
+def _runs(conn: sqlite3.Connection, where: str, *params: str) -> list[dict[str, Any]]:
     # The merged wire dicts of the runs matching ``where``, in dotted (tree) order.
     rows = conn.execute(
-        f"SELECT id, post_json, patch_json FROM runs WHERE {where} ORDER BY dotted_order, start_us",
-        (param,),
+        f"SELECT id, post_json, patch_json, span_id FROM runs WHERE {where}"
+        " ORDER BY dotted_order, start_us",
+        params,
     ).fetchall()
     runs = []
     for row in rows:
@@ -76,6 +80,7 @@ def _runs(conn: sqlite3.Connection, where: str, param: str) -> list[dict[str, An
         run = merge_run(post, patch)
         run["id"] = row["id"]
         run["_has_post"] = post is not None
+        run["_span_id"] = row["span_id"]
         runs.append(run)
     return runs
 
@@ -103,17 +108,61 @@ def _attach_attachment_info(conn: sqlite3.Connection, runs: list[dict[str, Any]]
             }
 
 
+def attach_feedback(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+    """Put each run's feedback documents (oldest first) on it as ``feedback``."""
+    by_id = {run["id"]: run for run in runs}
+    ids = list(by_id)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT run_id, doc_json FROM feedback WHERE run_id IN ({marks})"
+            " ORDER BY created_us, id",
+            chunk,
+        ):
+            by_id[row["run_id"]].setdefault("_feedback", []).append(orjson.loads(row["doc_json"]))
+
+
 def trace_runs(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
-    """Every stored run of a trace (merged wire dicts), in dotted order."""
+    """Every stored run of a trace (merged wire dicts, with their attachments and feedback),
+    in dotted order."""
     runs = _runs(conn, "trace_id = ?", trace_id)
     _attach_attachment_info(conn, runs)
+    attach_feedback(conn, runs)
     return runs
+
+
+def runs_by_ids(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+    """The runs ``ids`` that exist (merged, with attachments and feedback), in that order."""
+    found: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for run in _runs(conn, f"id IN ({marks})", *chunk):
+            found[run["id"]] = run
+    runs = [found[i] for i in ids if i in found]
+    _attach_attachment_info(conn, runs)
+    attach_feedback(conn, runs)
+    return runs
+
+
+def span_run_ids(conn: sqlite3.Connection, trace_id: str, span_ids: list[str]) -> dict[str, str]:
+    """{span id: run id} for the runs of a trace answering to ``span_ids``."""
+    found: dict[str, str] = {}
+    for i in range(0, len(span_ids), _CHUNK):
+        chunk = span_ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT span_id, id FROM runs WHERE trace_id = ? AND span_id IN ({marks})",
+            [trace_id, *chunk],
+        ):
+            found.setdefault(row["span_id"], row["id"])
+    return found
 
 
 def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
     """One merged run, or None."""
-    runs = _runs(conn, "id = ?", run_id)
-    _attach_attachment_info(conn, runs)
+    runs = runs_by_ids(conn, [run_id])
     return runs[0] if runs else None
 
 

@@ -23,11 +23,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import feedback as feedback_sql
+from . import projects as projects_sql
 from . import reads
+from .feedback import FeedbackFilter, FeedbackOp
 from .ingest import RunOp
-from .migrations import migrate
+from .migrations import migrate, register_functions
 from .multipart import Attachment
+from .projects import ProjectFilter
 from .query import TraceFilter
+from .run_query import RunQuery, build_run_query, encode_cursor
 from .runs import merge_run, run_service
 from .writes import summarise_traces, write_ops
 
@@ -73,6 +78,7 @@ class Store:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), never implicit.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
+        register_functions(conn)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL fsyncs the WAL at each commit: a run we acknowledged survives power loss, not
         # only a killed process. NORMAL is faster and still survives a crash of this process.
@@ -110,15 +116,24 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def ingest(self, ops: Iterable[RunOp], attachments: Iterable[Attachment] = ()) -> int:
-        """Apply validated ops (and attachments) in one transaction; return the number of ops.
+    def ingest(
+        self,
+        ops: Iterable[RunOp],
+        attachments: Iterable[Attachment] = (),
+        feedback: Iterable[FeedbackOp] = (),
+    ) -> int:
+        """Apply validated ops (and attachments, and feedback) in one transaction; return the
+        number of ops.
 
         When this returns, the transaction has committed: only then may the caller acknowledge.
         """
         ops = list(ops)
         now_us = int(time.time() * 1_000_000)
         with self._transaction() as conn:
-            touched = write_ops(conn, ops, now_us)
+            touched, projects = write_ops(conn, ops, now_us)
+            projects_sql.ensure_projects(conn, projects, now_us)
+            for item in feedback:
+                feedback_sql.write_feedback(conn, item)
             for att in attachments:
                 conn.execute(
                     "INSERT OR REPLACE INTO attachments(run_id, name, content_type, data)"
@@ -167,6 +182,7 @@ class Store:
                     excess -= row[1]
             deleted = 0
             for trace_id in doomed:
+                feedback_sql.delete_for_trace(conn, trace_id)
                 conn.execute(
                     "DELETE FROM attachments WHERE run_id IN"
                     " (SELECT id FROM runs WHERE trace_id = ?)",
@@ -205,3 +221,60 @@ class Store:
     def count_runs(self) -> int:
         """Number of stored runs."""
         return reads.count_runs(self._reader())
+
+    def runs_by_ids(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """The stored runs among ``run_ids`` (merged, with attachments and feedback), in order."""
+        return reads.runs_by_ids(self._reader(), run_ids)
+
+    def query_runs(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of runs matching ``query`` (``/runs/query``) and the cursor of the next."""
+        conn = self._reader()
+        projects = None
+        if query.session_ids is not None:
+            projects = list(projects_sql.names_for_ids(conn, query.session_ids).values())
+        sql, params = build_run_query(query, projects)
+        rows = conn.execute(sql, params).fetchall()
+        runs = reads.runs_by_ids(conn, [row["id"] for row in rows])
+        cursor = None
+        if len(rows) == query.limit:
+            cursor = encode_cursor(rows[-1]["start_us"], rows[-1]["id"])
+        return runs, cursor
+
+    def span_run_ids(self, trace_id: str, span_ids: list[str]) -> dict[str, str]:
+        """{span id: run id} of the runs of a trace that answer to ``span_ids``."""
+        return reads.span_run_ids(self._reader(), trace_id, span_ids)
+
+    # -- projects and feedback -------------------------------------------------------------------
+
+    def find_projects(self, flt: ProjectFilter) -> list[dict[str, Any]]:
+        """One page of projects matching ``flt``, oldest first."""
+        return projects_sql.find_projects(self._reader(), flt)
+
+    def project_names(self, project_ids: list[str]) -> dict[str, str]:
+        """{project id: name} of the ``project_ids`` this collector knows."""
+        return projects_sql.names_for_ids(self._reader(), project_ids)
+
+    def create_project(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        extra: dict[str, Any] | None = None,
+        upsert: bool = False,
+    ) -> dict[str, Any]:
+        """Create a project (:class:`~.projects.ProjectExists` if the name is taken and not
+        ``upsert``); return it."""
+        with self._transaction() as conn:
+            projects_sql.create_project(
+                conn, name, description, extra, upsert=upsert, now_us=int(time.time() * 1e6)
+            )
+        return self.find_projects(ProjectFilter(name=name))[0]
+
+    def add_feedback(self, item: FeedbackOp) -> None:
+        """Store one validated feedback document (committed when this returns)."""
+        with self._transaction() as conn:
+            feedback_sql.write_feedback(conn, item)
+
+    def find_feedback(self, flt: FeedbackFilter) -> list[dict[str, Any]]:
+        """One page of feedback documents matching ``flt``, oldest first."""
+        return feedback_sql.find_feedback(self._reader(), flt)

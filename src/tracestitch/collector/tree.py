@@ -27,11 +27,39 @@ def _parent_ids(dotted_order: Any) -> list[str] | None:
     return [segment[22:] for segment in dotted_order.split(".")[:-1]]
 
 
+def feedback_stats(feedback: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """LangSmith's ``feedback_stats`` of a run: per key, the count, the mean score and how
+    often each (short, scalar) value was given."""
+    stats: dict[str, dict[str, Any]] = {}
+    scores: dict[str, list[float]] = {}
+    for item in feedback:
+        key = str(item.get("key"))
+        entry = stats.setdefault(key, {"n": 0, "avg": None, "values": {}})
+        entry["n"] += 1
+        score = item.get("score")
+        if isinstance(score, (int, float)):
+            scores.setdefault(key, []).append(float(score))
+        value = item.get("value")
+        if isinstance(value, (str, int, float, bool)) and len(str(value)) <= 100:
+            entry["values"][str(value)] = entry["values"].get(str(value), 0) + 1
+    for key, values in scores.items():
+        stats[key]["avg"] = sum(values) / len(values)
+    return stats or None
+
+
+def _otel_parent_span(view: dict[str, Any]) -> str | None:
+    extra = view.get("extra")
+    otel = extra.get("otel") if isinstance(extra, dict) else None
+    parent = otel.get("parent_span_id") if isinstance(otel, dict) else None
+    return parent if isinstance(parent, str) else None
+
+
 def run_view(run: dict[str, Any], usage: Usage | None = None) -> dict[str, Any]:
     """A merged wire run as a LangSmith ``Run`` dict plus the viewer's extras.
 
     Extras: ``service``, ``start_us``/``end_us``/``duration_ms`` (epoch microseconds; the browser's
-    Date only has milliseconds), ``partial`` (only a patch has arrived), ``url``/``app_path``.
+    Date only has milliseconds), ``partial`` (only a patch has arrived), ``url``/``app_path``,
+    ``span_id`` (what OTLP spans and ``traceparent`` call it), ``feedback`` (its documents).
     ``usage`` is the run's :func:`~tracestitch.schemas.usage_from_wire`, when already computed.
     """
     out: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
@@ -50,6 +78,10 @@ def run_view(run: dict[str, Any], usage: Usage | None = None) -> dict[str, Any]:
     duration = end_us - start_us if start_us is not None and end_us is not None else None
     out["duration_ms"] = duration / 1000 if duration is not None else None
     out["partial"] = not run.get("_has_post", True)
+    out["span_id"] = run.get("_span_id")
+    feedback = run.get("_feedback") or []
+    out["feedback"] = feedback
+    out["feedback_stats"] = feedback_stats(feedback)
     path = f"/traces/{out['trace_id']}?run={out['id']}" if out.get("trace_id") else None
     out["app_path"] = path
     out["url"] = path
@@ -61,17 +93,23 @@ def build_trace(
 ) -> dict[str, Any]:
     """The ``GET /api/traces/{id}`` document: summary, root ids and every run in tree order.
 
-    A run whose parent is not in the trace is a root flagged ``orphan``; a run that starts
+    A run whose parent is not in the trace is a root flagged ``orphan`` (an OTLP span whose
+    parent span is a run of the trace is linked to it, whichever arrived first); a run that starts
     before its parent (clock skew between machines) keeps its place and gets ``skew_us``, the
     microseconds by which it precedes the parent.
     """
     usages = [usage_from_wire(run) for run in runs]
     views = [run_view(run, usage) for run, usage in zip(runs, usages, strict=True)]
     by_id = {view["id"]: view for view in views}
+    by_span = {view["span_id"]: view["id"] for view in views if view.get("span_id")}
     children: dict[str, list[str]] = {view["id"]: [] for view in views}
     roots: list[str] = []
     for view in views:
         parent = view.get("parent_run_id")
+        span_parent = _otel_parent_span(view)
+        if span_parent and parent not in by_id and span_parent in by_span:
+            # An OTLP span that arrived before the run it is the child of: link it by span id.
+            parent = view["parent_run_id"] = by_span[span_parent]
         view["orphan"] = bool(parent) and parent not in by_id
         view["skew_us"] = None
         if parent and parent in by_id and parent != view["id"]:

@@ -9,19 +9,21 @@ op and per trace, those statements were most of the collector's ingest cost).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 
+from tracestitch.ids import uuid_from_w3c
 from tracestitch.schemas import usage_from_wire
 
 from .ingest import RunOp
 from .runs import overlay, run_service, run_status, time_us
 from .usage import cost_number
 
-__all__ = ["summarise_traces", "write_ops"]
+__all__ = ["run_span_id", "summarise_traces", "write_ops"]
 
 # SQLite caps the number of bound parameters per statement (999 before 3.32).
 _CHUNK = 500
@@ -29,8 +31,10 @@ _CHUNK = 500
 _INSERT_RUN = (
     "INSERT OR REPLACE INTO runs(id, trace_id, parent_run_id, dotted_order, name, run_type,"
     " project, service, status, start_us, end_us, total_tokens, total_cost, post_json,"
-    " patch_json, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " patch_json, received_us, span_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SPAN_ID_RE = re.compile("[0-9a-f]{16}")
 _INSERT_TRACE = (
     "INSERT OR REPLACE INTO traces(trace_id, root_name, project, status, start_us, end_us,"
     " duration_us, run_count, error_count, services, total_tokens, total_cost,"
@@ -49,10 +53,65 @@ def _chunks(items: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
         yield chunk, ",".join("?" * len(chunk))
 
 
-def write_ops(conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int) -> set[str]:
+def run_span_id(run: dict[str, Any], run_id: str) -> str:
+    """The span id a run answers to: the OTLP span it was made from (``extra.otel.span_id``),
+    else its UUID's low 64 bits, the span id tracestitch gives it in ``traceparent`` and OTLP."""
+    extra = run.get("extra")
+    otel = extra.get("otel") if isinstance(extra, dict) else None
+    span_id = otel.get("span_id") if isinstance(otel, dict) else None
+    if isinstance(span_id, str) and _SPAN_ID_RE.fullmatch(span_id):
+        return span_id
+    return run_id[19:23] + run_id[24:]
+
+
+def _project_names(conn: sqlite3.Connection, runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    # An SDK that knows a project's id (from read_project) may send only that, no name.
+    wanted = sorted(
+        {
+            run["session_id"]
+            for run in runs
+            if not run.get("session_name") and isinstance(run.get("session_id"), str)
+        }
+    )
+    names: dict[str, str] = {}
+    for chunk, marks in _chunks(wanted):
+        for row in conn.execute(f"SELECT id, name FROM projects WHERE id IN ({marks})", chunk):
+            names[row[0]] = row[1]
+    return names
+
+
+def _relink(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """OTLP spans stored before their parent run, which named it only by its span id, were
+    parented on the UUID that span id stands for (otlp_spans.py): point them at the run."""
+    stand_ins: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        run_id, trace_id, span_id = row[0], row[1], row[-1]
+        if isinstance(trace_id, str):
+            stand_in = str(uuid_from_w3c(trace_id.replace("-", ""), span_id))
+            if stand_in != run_id:
+                stand_ins[stand_in] = (run_id, trace_id)
+    found = []
+    for chunk, marks in _chunks(list(stand_ins)):
+        found += conn.execute(
+            f"SELECT id, parent_run_id, trace_id FROM runs WHERE parent_run_id IN ({marks})",
+            chunk,
+        ).fetchall()
+    conn.executemany(
+        "UPDATE runs SET parent_run_id = ? WHERE id = ?",
+        [
+            (stand_ins[parent][0], child)
+            for child, parent, trace_id in found
+            if stand_ins[parent][1] == trace_id
+        ],
+    )
+
+
+def write_ops(
+    conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int
+) -> tuple[set[str], set[str]]:
     """Fold ``ops`` (in order: a request may hold a run's post and its patch) into their runs'
     stored post and patch, and refresh the runs' indexed columns. Returns the trace ids
-    touched."""
+    touched and the projects the runs belong to."""
     stored: dict[str, tuple[str | None, str | None]] = {}
     ids = list(dict.fromkeys(op.run_id for op in ops))
     for chunk, marks in _chunks(ids):
@@ -74,10 +133,18 @@ def write_ops(conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int) -> se
         current[slot] = overlay(current[slot] or {}, op.data)
     rows = []
     touched: set[str] = set()
+    projects: set[str] = set()
+    # The union of post and patch, the patch's fields winning (runs.merge_run), without
+    # a copy when there is only one of them: nothing below changes it.
+    merged = {
+        run_id: (post or {}) if patch is None else overlay(post or {}, patch)
+        for run_id, (post, patch) in state.items()
+    }
+    names = _project_names(conn, list(merged.values()))
     for run_id, (post, patch) in state.items():
-        # The union of post and patch, the patch's fields winning (runs.merge_run), without
-        # a copy when there is only one of them: nothing below changes it.
-        run = (post or {}) if patch is None else overlay(post or {}, patch)
+        run = merged[run_id]
+        project = run.get("session_name") or names.get(run.get("session_id") or "") or "default"
+        projects.add(project)
         usage = usage_from_wire(run)
         end_us = time_us(run.get("end_time"))
         trace_id = run.get("trace_id")
@@ -91,7 +158,7 @@ def write_ops(conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int) -> se
                 run.get("dotted_order"),
                 run.get("name"),
                 run.get("run_type"),
-                run.get("session_name") or "default",
+                project,
                 run_service(run),
                 run_status(run, end_us),
                 time_us(run.get("start_time")),
@@ -101,10 +168,12 @@ def write_ops(conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int) -> se
                 _dumps(post) if post is not None else None,
                 _dumps(patch) if patch is not None else None,
                 now_us,
+                run_span_id(run, run_id),
             )
         )
     conn.executemany(_INSERT_RUN, rows)
-    return touched
+    _relink(conn, rows)
+    return touched, projects
 
 
 def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int) -> None:
@@ -141,6 +210,18 @@ def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int)
             continue
         root = roots.get(trace_id)
         if root is not None and root["start_us"] is not None:
+            start_us, status = root["start_us"], root["status"]
+            end_us = root["end_us"]
+            name, project = root["name"], root["project"]
+        elif trace_id not in roots and (
+            root := conn.execute(
+                # A trace that came in over OTLP has no run whose id is the trace id: its root
+                # is the run without a parent.
+                "SELECT id, name, status, start_us, end_us, project FROM runs WHERE trace_id = ?"
+                " AND parent_run_id IS NULL AND start_us IS NOT NULL ORDER BY start_us LIMIT 1",
+                (trace_id,),
+            ).fetchone()
+        ):
             start_us, status = root["start_us"], root["status"]
             end_us = root["end_us"]
             name, project = root["name"], root["project"]
