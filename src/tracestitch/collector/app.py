@@ -10,6 +10,7 @@ with the viewer's pages and the security headers every response carries.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,9 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .bodies import BodyBudget
 from .ingest_api import ingest_routes
+from .otlp_ingest import otlp_routes
 from .query_api import query_routes
+from .sdk_api import sdk_routes
 from .store import Store
-from .web import Guard, Handler
+from .web import BodyReader, Guard, Handler, Unsupported, json_response
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
@@ -65,11 +68,55 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+class _RequestCounter:
+    """Pure ASGI middleware counting answered requests as ``"METHOD /path STATUS"`` (ids in
+    the path as ``{id}``): ``GET /api/stats`` shows them, so a test (or an operator) can see
+    that a client did not retry, and which endpoints it used."""
+
+    def __init__(self, app: ASGIApp, counts: Counter[str]) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _UUID_RE.sub("{id}", scope.get("path", ""))[:200]
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.counts[f"{scope['method']} {path} {message['status']}"] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
 def _page(name: str) -> Handler:
     async def serve(request: Request) -> Response:
         return FileResponse(STATIC_DIR / name, media_type="text/html")
 
     return serve
+
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def _unsupported(request: Request) -> Response:
+    # A LangSmith SDK call this collector does not implement is answered 501, which the SDKs do
+    # not retry (a 404 on /feedback made the Python SDK back off for eight minutes). A browser
+    # asking for a page that is not there gets the ordinary 404.
+    if request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", ""):
+        return Response("not found", status_code=404, media_type="text/plain")
+    raise Unsupported(
+        f"the tracestitch collector does not implement {request.method} {request.url.path}:"
+        " it speaks LangSmith's run ingest, run query, projects (/sessions) and feedback APIs,"
+        " and OTLP/HTTP traces (/v1/traces, /otel/v1/traces)"
+    )
 
 
 def create_app(
@@ -98,6 +145,10 @@ def create_app(
     guard = Guard(api_key)
     # Requests acknowledged per endpoint/encoding: lets tests prove which path an SDK took.
     stats: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+
+    async def show_stats(request: Request) -> Response:
+        return json_response({"ingest": dict(stats), "requests": dict(requests)})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,23 +156,23 @@ def create_app(
         if close_store:
             store.close()
 
+    bodies = BodyReader(budget, max_body_bytes, decompressed_limit)
     routes: list[BaseRoute] = [
-        *ingest_routes(
-            store,
-            guard,
-            max_body_bytes=max_body_bytes,
-            decompressed_limit=decompressed_limit,
-            budget=budget,
-            stats=stats,
-        ),
+        *ingest_routes(store, guard, bodies=bodies, stats=stats),
+        *sdk_routes(store, guard, bodies),
+        *otlp_routes(store, guard, bodies, stats),
         *query_routes(store, guard),
+        Route("/api/stats", guard(show_stats), methods=["GET"]),
         Route("/", _page("index.html"), methods=["GET"]),
         Route("/traces/{trace_id}", _page("trace.html"), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/{path:path}", guard(_unsupported, auth=False), methods=_ALL_METHODS),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_RequestCounter, counts=requests)
     app.state.store = store
     app.state.stats = stats
+    app.state.requests = requests
     app.state.body_budget = budget
     return app

@@ -22,11 +22,18 @@ __all__ = [
     "FeedbackOp",
     "delete_for_trace",
     "find_feedback",
+    "get_feedback",
     "validate_feedback",
     "write_feedback",
 ]
 
-_UUID_FIELDS = ("run_id", "trace_id", "session_id", "comparative_experiment_id", "feedback_group_id")
+_UUID_FIELDS = (
+    "run_id",
+    "trace_id",
+    "session_id",
+    "comparative_experiment_id",
+    "feedback_group_id",
+)
 _MAX_KEY_LENGTH = 1000
 
 
@@ -70,9 +77,9 @@ def validate_feedback(raw: Any, where: str = "feedback") -> FeedbackOp:
         raise IngestError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     doc = dict(raw)
     doc["id"] = _uuid(doc["id"], f"{where}.id") if doc.get("id") is not None else str(uuid.uuid4())
-    for key in _UUID_FIELDS:
-        if doc.get(key) is not None:
-            doc[key] = _uuid(doc[key], f"{where}.{key}")
+    for field_name in _UUID_FIELDS:
+        if doc.get(field_name) is not None:
+            doc[field_name] = _uuid(doc[field_name], f"{where}.{field_name}")
     if doc.get("run_id") is None and doc.get("trace_id") is not None:
         doc["run_id"] = doc["trace_id"]  # feedback on a trace is feedback on its root run
     if doc.get("run_id") is None and doc.get("session_id") is None:
@@ -153,6 +160,12 @@ def find_feedback(conn: sqlite3.Connection, flt: FeedbackFilter) -> list[dict[st
         [*params, flt.limit, flt.offset],
     ).fetchall()
     return [orjson.loads(row[0]) for row in rows]
+
+
+def get_feedback(conn: sqlite3.Connection, feedback_id: str) -> dict[str, Any] | None:
+    """One feedback document, or None."""
+    row = conn.execute("SELECT doc_json FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
+    return orjson.loads(row[0]) if row else None
 
 
 def delete_for_trace(conn: sqlite3.Connection, trace_id: str) -> None:

@@ -19,11 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .bodies import BodyBudget, BodyLease, decode_body, zstd_available
+from tracestitch import __version__
+
+from .bodies import zstd_available
+from .feedback import FeedbackOp
 from .ingest import IngestError, RunOp, validate_op
 from .multipart import Attachment, parse_multipart
 from .store import Store
-from .web import Guard, HTTPError, json_response
+from .web import BodyReader, Guard, json_response
 
 __all__ = ["batch_ops", "ingest_routes"]
 
@@ -45,42 +48,20 @@ def batch_ops(doc: Any) -> list[RunOp]:
 
 
 def ingest_routes(
-    store: Store,
-    guard: Guard,
-    *,
-    max_body_bytes: int,
-    decompressed_limit: int,
-    budget: BodyBudget,
-    stats: Counter[str],
+    store: Store, guard: Guard, *, bodies: BodyReader, stats: Counter[str]
 ) -> list[Route]:
     """The ingest routes over ``store``; each acknowledged request is counted in ``stats`` (by
     endpoint, and by endpoint and content encoding: lets tests prove which path an SDK took).
-    Bodies are held within ``budget``."""
-
-    async def read_body(request: Request, lease: BodyLease) -> bytearray:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPError(413, f"request body over the {max_body_bytes}-byte limit")
-        body = bytearray()  # grown in place: no second copy of the body to join chunks
-        async for chunk in request.stream():
-            if len(body) + len(chunk) > max_body_bytes:
-                raise HTTPError(413, f"request body over the {max_body_bytes}-byte limit")
-            lease.take(len(chunk))
-            body += chunk
-        return body
-
-    def decoded(request: Request, body: bytearray, lease: BodyLease) -> bytes | bytearray:
-        encoding = request.headers.get("content-encoding")
-        text = decode_body(body, encoding, decompressed_limit, lease)
-        # Parsing copies the text once more (orjson parses a padded copy; the multipart parser
-        # copies each part out): that is held too, so charge it before it happens.
-        lease.take(len(text), wait=True)
-        return text
+    Bodies are read by ``bodies``, within its budget."""
+    budget = bodies.budget
 
     async def ingest(
-        request: Request, ops: list[RunOp], attachments: list[Attachment] | None = None
+        request: Request,
+        ops: list[RunOp],
+        attachments: list[Attachment] | None = None,
+        feedback: list[FeedbackOp] | None = None,
     ) -> Response:
-        count = await run_in_threadpool(store.ingest, ops, attachments or [])
+        count = await run_in_threadpool(store.ingest, ops, attachments or [], feedback or [])
         route = request.url.path.rsplit("/", 1)[-1] if request.method == "POST" else "patch"
         stats[route] += 1
         stats[f"{route}:{request.headers.get('content-encoding', 'identity')}"] += 1
@@ -88,11 +69,11 @@ def ingest_routes(
 
     async def ingest_json(request: Request, to_ops: Callable[[Any], list[RunOp]]) -> Response:
         with budget.lease() as lease:  # held until the ops are committed
-            body = await read_body(request, lease)
+            body = await bodies.read(request, lease)
 
             def parse() -> list[RunOp]:
                 try:
-                    doc = orjson.loads(decoded(request, body, lease))
+                    doc = orjson.loads(bodies.decoded(request, body, lease))
                 except orjson.JSONDecodeError as exc:
                     raise IngestError(f"body is not valid JSON: {exc}") from None
                 return to_ops(doc)
@@ -102,17 +83,27 @@ def ingest_routes(
     async def info(request: Request) -> Response:
         return json_response(
             {
-                "version": "0.0.0-tracestitch",
+                "version": __version__,
                 "license_expiration_time": None,
                 "batch_ingest_config": {
                     "use_multipart_endpoint": True,
                     "size_limit": 100,
-                    "size_limit_bytes": max_body_bytes,
+                    "size_limit_bytes": bodies.max_body_bytes,
                     "scale_up_qsize_trigger": 1000,
                     "scale_up_nthreads_limit": 16,
                     "scale_down_nempty_trigger": 4,
                 },
-                "instance_flags": {"zstd_compression_enabled": zstd_available()},
+                # What the SDKs read here: compression they may use, and which query API
+                # this is (the v1 routes, which LangSmith calls ClickHouse-backed; the
+                # SmithDB-only v2 API is not implemented).
+                "instance_flags": {
+                    "zstd_compression_enabled": zstd_available(),
+                    "gzip_body_enabled": True,
+                    "ch_query_enabled": True,
+                    "sdb_query_enabled": False,
+                    "dataset_examples_multipart_enabled": False,
+                    "examples_multipart_enabled": False,
+                },
             }
         )
 
@@ -130,12 +121,12 @@ def ingest_routes(
 
     async def multipart(request: Request) -> Response:
         with budget.lease() as lease:
-            body = await read_body(request, lease)
+            body = await bodies.read(request, lease)
             ctype = request.headers.get("content-type", "")
             form = await run_in_threadpool(
-                lambda: parse_multipart(decoded(request, body, lease), ctype)
+                lambda: parse_multipart(bodies.decoded(request, body, lease), ctype)
             )
-            return await ingest(request, form.ops, form.attachments)
+            return await ingest(request, form.ops, form.attachments, form.feedback)
 
     return [
         Route("/info", guard(info, auth=False), methods=["GET"]),

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from .feedback import FeedbackOp, validate_feedback
 from .ingest import IngestError, OpKind, RunOp, validate_op
 
 __all__ = ["Attachment", "MultipartBatch", "parse_multipart"]
@@ -33,10 +34,11 @@ class Attachment:
 
 @dataclass
 class MultipartBatch:
-    """The ops and attachments of one ``/runs/multipart`` request."""
+    """The ops, attachments and feedback of one ``/runs/multipart`` request."""
 
     ops: list[RunOp] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    feedback: list[FeedbackOp] = field(default_factory=list)
 
 
 def _boundary(content_type: str) -> bytes:
@@ -91,7 +93,8 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> MultipartBatc
 
     Part names: ``post.{id}`` / ``patch.{id}`` (the run minus its large fields),
     ``post.{id}.{field}`` for inputs/outputs/events/extra/error/serialized, and
-    ``attachment.{id}.{name}``. Field parts may come before or after their main part.
+    ``attachment.{id}.{name}``, and ``feedback.{id}`` (what the SDK sends once a server
+    reports version 0.8.10 or later). Field parts may come before or after their main part.
     """
     mains: dict[tuple[str, str], dict[str, Any]] = {}
     fields: dict[tuple[str, str], dict[str, Any]] = {}
@@ -102,6 +105,15 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> MultipartBatc
             run_id = validate_op("patch", {"id": pieces[1]}, f"part {name!r}").run_id
             ctype = ctype.split(";")[0].strip()
             batch.attachments.append(Attachment(run_id, pieces[2], ctype, data))
+            continue
+        if pieces[0] == "feedback" and len(pieces) == 2:
+            doc = _json(data, f"part {name!r}")
+            if isinstance(doc, dict) and doc.get("id") is None:
+                doc = {**doc, "id": pieces[1]}
+            item = validate_feedback(doc, f"part {name!r}")
+            if item.id != validate_op("patch", {"id": pieces[1]}, f"part {name!r}").run_id:
+                raise IngestError(f"part {name!r}: body id {item.id} does not match")
+            batch.feedback.append(item)
             continue
         if pieces[0] not in ("post", "patch") or len(pieces) not in (2, 3):
             raise IngestError(f"unknown multipart part name {name!r}")

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from collections.abc import Callable
@@ -15,17 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracestitch.schemas import Run
-
 from .ingest import parse_time_us
 from .query import STATUSES, TraceFilter
 from .store import Store
-from .tree import build_trace, run_view
+from .tree import build_trace, run_view, schema_view
 from .web import Guard, HTTPError, json_response
 
 __all__ = ["query_routes", "trace_filter"]
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -101,21 +96,6 @@ def trace_filter(request: Request) -> TraceFilter:
     )
 
 
-def _schema_view(view: dict[str, Any]) -> dict[str, Any]:
-    """Pass a run view through the core :class:`tracestitch.schemas.Run` model.
-
-    The model checks the shape we promise; our extra keys (``service``, ``url``...) ride along.
-    A run the model rejects (e.g. only its patch has arrived) is returned as is.
-    """
-    try:
-        checked = Run.model_validate(view).model_dump(mode="json")
-    except Exception as exc:  # pydantic.ValidationError; the view is still useful
-        logger.debug("run %s does not fit the Run schema: %s", view.get("id"), exc)
-        return view
-    # Our values win (floats stay floats); the model contributes any field we did not set.
-    return {**checked, **view}
-
-
 async def _load_or_404(load: Callable[[], T | None], missing: str) -> T:
     found = await run_in_threadpool(load)
     if found is None:
@@ -148,9 +128,9 @@ def query_routes(store: Store, guard: Guard) -> list[Route]:
             run = store.get_run(run_id)
             if run is None:
                 return None
-            view = _schema_view(run_view(run))
+            view = schema_view(run_view(run))
             if children:
-                view["child_runs"] = [_schema_view(run_view(c)) for c in store.child_runs(run_id)]
+                view["child_runs"] = [schema_view(run_view(c)) for c in store.child_runs(run_id)]
                 view["child_run_ids"] = [c["id"] for c in view["child_runs"]]
             return view
 

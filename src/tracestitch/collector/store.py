@@ -275,6 +275,10 @@ class Store:
         with self._transaction() as conn:
             feedback_sql.write_feedback(conn, item)
 
+    def get_feedback(self, feedback_id: str) -> dict[str, Any] | None:
+        """One feedback document, or None."""
+        return feedback_sql.get_feedback(self._reader(), feedback_id)
+
     def find_feedback(self, flt: FeedbackFilter) -> list[dict[str, Any]]:
         """One page of feedback documents matching ``flt``, oldest first."""
         return feedback_sql.find_feedback(self._reader(), flt)

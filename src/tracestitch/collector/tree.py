@@ -7,6 +7,7 @@ and a flat list is what a waterfall draws anyway.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tracestitch.schemas import Run, Usage, usage_from_wire
@@ -14,7 +15,9 @@ from tracestitch.schemas import Run, Usage, usage_from_wire
 from .runs import run_service, run_status, time_us
 from .usage import run_usage, trace_usage
 
-__all__ = ["RUN_FIELDS", "build_trace", "run_view"]
+__all__ = ["RUN_FIELDS", "build_trace", "feedback_stats", "run_view", "schema_view"]
+
+logger = logging.getLogger(__name__)
 
 #: Field names of the core ``Run`` model (LangSmith's RunBase + Run, with session_name, url).
 RUN_FIELDS = tuple(Run.model_fields)
@@ -86,6 +89,21 @@ def run_view(run: dict[str, Any], usage: Usage | None = None) -> dict[str, Any]:
     out["app_path"] = path
     out["url"] = path
     return out
+
+
+def schema_view(view: dict[str, Any]) -> dict[str, Any]:
+    """Pass a run view through the core :class:`tracestitch.schemas.Run` model.
+
+    The model checks the shape we promise; our extra keys (``service``, ``url``...) ride along.
+    A run the model rejects (e.g. only its patch has arrived) is returned as is.
+    """
+    try:
+        checked = Run.model_validate(view).model_dump(mode="json")
+    except Exception as exc:  # pydantic.ValidationError; the view is still useful
+        logger.debug("run %s does not fit the Run schema: %s", view.get("id"), exc)
+        return view
+    # Our values win (floats stay floats); the model contributes any field we did not set.
+    return {**checked, **view}
 
 
 def build_trace(
