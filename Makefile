@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit install clean chromium screenshot
+.PHONY: test demo bench lint typecheck unit install clean chromium node screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,16 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "note: /usr/bin/chromium missing and not installable here: the browser test will skip"
 
-unit: install chromium
+# The interop tests run the LangSmith JS SDK (pinned in tests/interop/peers.json) under node.
+node: install
+	@command -v node >/dev/null && command -v npm >/dev/null || { command -v apt-get >/dev/null && \
+	  [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq nodejs npm >/dev/null); } || \
+	  echo "note: node/npm missing and not installable here: the JS SDK tests will skip (fail in CI)"
+	@! command -v npm >/dev/null || $(BIN)/python tests/interop/node_peer.py || \
+	  echo "note: could not install the JS SDK: its tests will install it or fail"
+
+unit: install chromium node
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
