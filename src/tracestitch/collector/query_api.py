@@ -154,5 +154,10 @@ def query_routes(store: Store, guard: Guard) -> list[Route]:
         Route("/api/traces/{trace_id}", guard(get_trace), methods=["GET"]),
         Route("/api/runs/{run_id}", guard(get_run), methods=["GET"]),
         # `path`: an attachment's name may contain "/" (sent raw or as %2F; the server decodes).
-        Route("/api/runs/{run_id}/attachments/{name:path}", guard(get_attachment), methods=["GET"]),
+        # Signed: the LangSmith SDK downloads an attachment's URL with no credentials.
+        Route(
+            "/api/runs/{run_id}/attachments/{name:path}",
+            guard(get_attachment, signed=True),
+            methods=["GET"],
+        ),
     ]
