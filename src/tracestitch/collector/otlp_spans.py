@@ -12,8 +12,8 @@ Ids, so that every exporter's spans land where the rest of their trace is:
   service called by an OpenTelemetry one links to that span's run, whichever arrives first;
 - a parent span is the run that answers to that span id in the trace (the request's own spans
   first, then the store: a tracestitch run answers to its UUID's low 64 bits, the span id it
-  sends in ``traceparent``), else the run its span id names as above. The span ids are kept in
-  ``extra.otel``, so the viewer also links a span that arrived before its parent run did;
+  sends in ``traceparent``), else the run its span id names as above, which the store re-points
+  to the real run once that arrives (the span ids are kept in ``extra.otel`` too);
 - the LangSmith Python SDK's OTel export parents each root span on a span id made of the
   trace's first 8 bytes that it never exports: such a span is a root.
 
@@ -345,6 +345,16 @@ def _json_text(value: Any, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {key: value}
 
 
+def _unpacked(value: Any) -> Any:
+    # The SDKs write a metadata value that is not a scalar as JSON text: read it back.
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
 def _run_type(attrs: dict[str, Any]) -> str:
     run_type = attrs.get("langsmith.span.kind")
     if isinstance(run_type, str) and run_type in _RUN_TYPES:
@@ -415,7 +425,7 @@ def _run(span: Span, run_id: str, parent_id: str | None, project: str | None) ->
     metadata: dict[str, Any] = {}
     for key, value in attrs.items():
         if key.startswith("langsmith.metadata."):
-            metadata[key[len("langsmith.metadata.") :]] = value
+            metadata[key[len("langsmith.metadata.") :]] = _unpacked(value)
         elif key not in _CONSUMED:
             metadata[key] = value
     service = span.resource.get("service.name")

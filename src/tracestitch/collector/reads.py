@@ -69,7 +69,7 @@ def trace_summary(conn: sqlite3.Connection, trace_id: str) -> dict[str, Any] | N
 def _runs(conn: sqlite3.Connection, where: str, *params: str) -> list[dict[str, Any]]:
     # The merged wire dicts of the runs matching ``where``, in dotted (tree) order.
     rows = conn.execute(
-        f"SELECT id, post_json, patch_json, span_id FROM runs WHERE {where}"
+        f"SELECT id, parent_run_id, post_json, patch_json, span_id FROM runs WHERE {where}"
         " ORDER BY dotted_order, start_us",
         params,
     ).fetchall()
@@ -79,6 +79,9 @@ def _runs(conn: sqlite3.Connection, where: str, *params: str) -> list[dict[str, 
         patch = orjson.loads(row["patch_json"]) if row["patch_json"] else None
         run = merge_run(post, patch)
         run["id"] = row["id"]
+        if row["parent_run_id"] is not None:
+            # The column wins: an OTLP span's parent is re-linked there once its run arrives.
+            run["parent_run_id"] = row["parent_run_id"]
         run["_has_post"] = post is not None
         run["_span_id"] = row["span_id"]
         runs.append(run)
