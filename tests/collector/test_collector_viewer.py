@@ -230,3 +230,35 @@ def test_attachment_download_without_the_key_says_so(
     assert downloads == []
     page.errors[:] = [e for e in page.errors if "401" not in e]  # type: ignore[attr-defined]
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_feedback_shows_on_the_run(open_server: ServerThread, page: object) -> None:
+    """Feedback sent with the SDK's ``POST /feedback`` is listed in the run's detail, as text."""
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    run = make_run("answer", service="bot", run_type="llm")
+    assert httpx.post(open_server.url + "/runs", json=wire(run)).status_code == 200
+    for doc in (
+        {"key": "correctness", "score": 0.75, "comment": "<img src=x onerror=window.__pwned=1>"},
+        {"key": "tone", "value": "polite", "feedback_source": {"type": "model"}},
+    ):
+        resp = httpx.post(open_server.url + "/feedback", json={"run_id": run["id"], **doc})
+        assert resp.status_code == 200, resp.text
+
+    page.goto(open_server.url + f"/traces/{run['id']}?run={run['id']}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    items = page.locator("#detail .feedback-item")
+    expect(items).to_have_count(2)
+    expect(page.locator("#detail")).to_contain_text("Feedback (2)")
+    expect(items.nth(0).locator(".feedback-key")).to_have_text("correctness")
+    expect(items.nth(0).locator(".feedback-score")).to_have_text("0.75")
+    expect(items.nth(0).locator(".feedback-comment")).to_have_text(
+        "<img src=x onerror=window.__pwned=1>"
+    )
+    expect(items.nth(1).locator(".feedback-score")).to_have_text("polite")
+    expect(items.nth(1)).to_contain_text("model")
+    assert page.locator("#detail img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]

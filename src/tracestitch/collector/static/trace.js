@@ -110,6 +110,19 @@
     return el("li", {}, link, ` ${info.content_type}, ${info.size} bytes `, problem);
   }
 
+  // One feedback document (LangSmith's create_feedback): key, score or value, comment, source.
+  function feedbackItem(item) {
+    const shown = item.score != null ? String(item.score)
+      : item.value != null ? (typeof item.value === "string" ? item.value : JSON.stringify(item.value))
+      : "";
+    const source = item.feedback_source && item.feedback_source.type;
+    return el("li", { class: "feedback-item" },
+      el("span", { class: "feedback-key", text: String(item.key) }),
+      el("span", { class: "feedback-score mono", text: shown }),
+      item.comment ? el("span", { class: "feedback-comment", text: String(item.comment) }) : null,
+      el("span", { class: "muted", text: [source, item.created_at].filter(Boolean).join(" · ") }));
+  }
+
   function renderDetail(run) {
     const head = el("div", { class: "detail-head" },
       el("h2", { text: run.name || "(patch only)" }),
@@ -143,6 +156,10 @@
     if (Object.keys(metadata).length) parts.push(section("Metadata", jsonTree(metadata)));
     if (run.tags && run.tags.length) parts.push(section("Tags", el("div", { class: "tags" }, ...run.tags.map((t) => el("span", { class: "tag", text: t })))));
     if (run.events && run.events.length) parts.push(section(`Events (${run.events.length})`, jsonTree(run.events)));
+    if (run.feedback && run.feedback.length) {
+      parts.push(section(`Feedback (${run.feedback.length})`, el("ul", { class: "feedback" },
+        ...run.feedback.map(feedbackItem))));
+    }
     const attachments = Object.entries(run.attachments || {});
     if (attachments.length) {
       parts.push(section("Attachments", el("ul", { class: "attachments" },
