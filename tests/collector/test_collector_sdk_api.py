@@ -12,9 +12,9 @@ import httpx
 import orjson
 import pytest
 from collector_helpers import MP_HEADERS, make_run, multipart_body, wire
-from conftest import API_KEY, ServerThread
 
 import tracestitch
+from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.collector.migrations import MIGRATIONS
 from tracestitch.collector.projects import project_id
