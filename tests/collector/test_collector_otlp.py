@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from collector_helpers import API_KEY, ServerThread
 
 import tracestitch
-from conftest import API_KEY, ServerThread
 from tracestitch import traceable
 from tracestitch.collector import Store
 from tracestitch.ids import uuid_from_w3c

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from collector_helpers import MP_HEADERS, make_run, multipart_body, wire
+from collector_helpers import API_KEY, MP_HEADERS, ServerThread, make_run, multipart_body, wire
 
 import tracestitch
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.collector.migrations import MIGRATIONS
 from tracestitch.collector.projects import project_id

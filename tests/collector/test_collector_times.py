@@ -10,9 +10,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import orjson
 import pytest
-from collector_helpers import MP_HEADERS, make_run, multipart_body, wire
+from collector_helpers import API_KEY, MP_HEADERS, ServerThread, make_run, multipart_body, wire
 
-from conftest import API_KEY, ServerThread
 from tracestitch.collector import Store
 from tracestitch.collector.ingest import format_time_us, parse_time_us
 

@@ -209,19 +209,15 @@ def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int)
         if agg is None:
             continue
         root = roots.get(trace_id)
-        if root is not None and root["start_us"] is not None:
-            start_us, status = root["start_us"], root["status"]
-            end_us = root["end_us"]
-            name, project = root["name"], root["project"]
-        elif trace_id not in roots and (
-            root := conn.execute(
-                # A trace that came in over OTLP has no run whose id is the trace id: its root
-                # is the run without a parent.
+        if root is None:
+            # A trace that came in over OTLP has no run whose id is the trace id: its root is
+            # the run without a parent.
+            root = conn.execute(
                 "SELECT id, name, status, start_us, end_us, project FROM runs WHERE trace_id = ?"
                 " AND parent_run_id IS NULL AND start_us IS NOT NULL ORDER BY start_us LIMIT 1",
                 (trace_id,),
             ).fetchone()
-        ):
+        if root is not None and root["start_us"] is not None:
             start_us, status = root["start_us"], root["status"]
             end_us = root["end_us"]
             name, project = root["name"], root["project"]

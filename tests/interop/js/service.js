@@ -2,11 +2,12 @@
 // (RunTree.fromHeaders), runs a traceable handler with metadata and tags of its own, and calls
 // DOWNSTREAM_URL with the handler's headers (getCurrentRunTree().toHeaders()).
 const http = require("http");
-const { Client } = require("langsmith");
 const { RunTree } = require("langsmith/run_trees");
 const { getCurrentRunTree, traceable, withRunTree } = require("langsmith/traceable");
 
-const client = new Client();
+// The shared client: a run continued from headers (RunTree.fromHeaders) sends through it, so
+// /flush waits for it.
+const client = RunTree.getSharedClient();
 const handle = traceable(async () => {
   const headers = getCurrentRunTree().toHeaders();
   const response = await fetch(process.env.DOWNSTREAM_URL, { headers });
