@@ -97,7 +97,7 @@ def _tracestitch_service() -> Starlette:
 
     return Starlette(
         routes=[Route("/start", start), Route("/echo", echo)],
-        middleware=[Middleware(TracingMiddleware, service="py-svc")],
+        middleware=[Middleware(TracingMiddleware, service="py-svc", project_name="interop")],
     )
 
 
@@ -137,7 +137,6 @@ def test_baggage_both_ways_between_js_and_tracestitch_services(
     exporter = tracestitch.configure(
         endpoint=collector.url,
         api_key=API_KEY,
-        project="interop",
         spool_dir=None,
         flush_interval=0.05,
     )
