@@ -19,6 +19,8 @@ __all__ = ["PAGE_SIZE", "RunQuery", "UnsupportedQuery", "build_run_query", "pars
 
 #: The most runs one page holds (the SDK asks for more pages with the cursor).
 PAGE_SIZE = 100
+#: The most ids one query may name (``id``, ``session``).
+MAX_IDS = 1000
 _IGNORED = {"select", "limit", "cursor", "order"}
 _UNSUPPORTED = (
     "filter",
@@ -62,6 +64,8 @@ def _uuid(value: Any, where: str) -> str:
 
 def _uuids(value: Any, where: str) -> list[str]:
     items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_IDS:
+        raise IngestError(f"{where}: at most {MAX_IDS} ids per query")
     return [_uuid(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 

@@ -12,6 +12,7 @@ free, so whatever was stored can be served.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,8 +38,6 @@ _DATASET_PARAMS = ("reference_dataset", "dataset_version")
 
 
 def _uuid(value: str, what: str) -> str:
-    import uuid
-
     try:
         return str(uuid.UUID(value))
     except ValueError:
