@@ -102,7 +102,7 @@ def validate_feedback(raw: Any, where: str = "feedback") -> FeedbackOp:
     now = format_time_us(int(time.time() * 1_000_000))
     for key_name in ("created_at", "modified_at", "start_time"):
         if doc.get(key_name) is not None:
-            doc[key_name] = normal_time(doc[key_name], f"{where}.{key_name}")
+            doc[key_name] = normal_time(doc[key_name], where, key_name)
     doc.setdefault("created_at", now)
     doc["created_at"] = doc["created_at"] or now
     doc["modified_at"] = doc.get("modified_at") or doc["created_at"]

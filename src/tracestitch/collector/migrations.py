@@ -66,6 +66,8 @@ MIGRATIONS: list[str] = [
     """,
     # 2: projects (LangSmith "sessions") with stable ids, feedback, and each run's span id (the
     # OTLP span it came from, else its UUID's low 64 bits) so OTLP spans find their parents.
+    # No new index on runs: span ids are looked up within a trace (runs_trace), and every
+    # index costs each ingested run.
     """
     CREATE TABLE projects (
         id TEXT PRIMARY KEY,
@@ -91,8 +93,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX feedback_trace ON feedback(trace_id);
     ALTER TABLE runs ADD COLUMN span_id TEXT;
     UPDATE runs SET span_id = substr(id, 20, 4) || substr(id, 25, 12);
-    CREATE INDEX runs_span ON runs(trace_id, span_id);
-    CREATE INDEX runs_start ON runs(start_us DESC, id DESC);
     """,
 ]
 

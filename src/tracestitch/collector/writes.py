@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from tracestitch.ids import uuid_from_w3c
 from tracestitch.schemas import usage_from_wire
 
 from .ingest import RunOp
@@ -87,7 +86,9 @@ def _relink(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     for row in rows:
         run_id, trace_id, span_id = row[0], row[1], row[-1]
         if isinstance(trace_id, str):
-            stand_in = str(uuid_from_w3c(trace_id.replace("-", ""), span_id))
+            # The text of tracestitch.ids.uuid_from_w3c(trace, span_id): the trace id's high
+            # 64 bits, the span id as the low 64 (built from text: this runs for every run).
+            stand_in = f"{trace_id[:19]}{span_id[:4]}-{span_id[4:]}"
             if stand_in != run_id:
                 stand_ins[stand_in] = (run_id, trace_id)
     found = []
