@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 import orjson
 
+from tracestitch.testing import CollectorProcess
+
 API_KEY = "bench-key"
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -52,24 +54,9 @@ def _cpu_model() -> str:
 
 
 def _start(db: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tracestitch.cli", "serve", "--port", "0", "--db", str(db)),
-            *("--api-key", API_KEY, "--max-body-mb", "64"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for _ in range(20):
-        line = proc.stdout.readline()
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
-        if not line:
-            break
-    proc.kill()
-    raise RuntimeError("collector did not start")
+    collector = CollectorProcess(db, api_key=API_KEY, options=["--max-body-mb", "64"]).start()
+    assert collector.proc is not None
+    return collector.proc, collector.url
 
 
 def _iso(base: datetime, ms: float) -> str:

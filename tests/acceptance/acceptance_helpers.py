@@ -10,8 +10,9 @@ import sys
 import textwrap
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from tracestitch.testing import CollectorProcess
 
 #: The environment variables a test process inherits: none of tracestitch's or LangSmith's,
 #: so each test says exactly how its process is configured.
@@ -50,49 +51,13 @@ app.add_middleware(TracingMiddleware, service="orders")
 """
 
 
-@dataclass
-class Collector:
-    """A ``tracestitch serve`` subprocess on 127.0.0.1 with an ephemeral port."""
+class Collector(CollectorProcess):
+    """The real ``tracestitch serve`` (started with no tracing settings of its own), with
+    readers of what it stored."""
 
-    db: Path
-    port: int = 0
-    api_key: str | None = None
-    proc: subprocess.Popen[str] | None = None
-    url: str = ""
-    output: list[str] = field(default_factory=list)
-
-    def start(self) -> Collector:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tracestitch.cli", "serve"),
-                *("--port", str(self.port), "--db", str(self.db)),
-                *(("--api-key", self.api_key) if self.api_key else ()),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.proc.stdout is not None
-        for _ in range(20):  # the banner is a few lines; the URL line comes once bound
-            line = self.proc.stdout.readline()
-            self.output.append(line)
-            if line.startswith("listening on "):
-                self.url = line.split()[-1]
-                return self
-            if not line:
-                break
-        self.stop()
-        raise RuntimeError("collector did not start: " + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def __init__(self, db: Path, *, port: int = 0, api_key: str | None = None) -> None:
+        super().__init__(db, port=port, api_key=api_key, env=clean_env())
+        self.db: Path = db
 
     def runs(self) -> list[sqlite3.Row]:
         """Every stored run (a fresh read-only connection: the collector commits before it

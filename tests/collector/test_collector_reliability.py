@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,39 +14,16 @@ import httpx
 from collector_helpers import API_KEY, ServerThread, make_run, wire
 
 from tracestitch.collector import Store
+from tracestitch.testing import CollectorProcess
 
 BATCH = 20
 
 
 def start_collector(db: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
     """The real ``tracestitch serve`` on an ephemeral port; (process, base URL)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tracestitch.cli",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--api-key",
-            API_KEY,
-            *options,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for _ in range(20):  # the banner is a few lines; the URL line comes once bound
-        line = proc.stdout.readline()
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
-        if not line:
-            break
-    proc.kill()
-    raise RuntimeError("collector did not start")
+    collector = CollectorProcess(db, api_key=API_KEY, options=options).start()
+    assert collector.proc is not None
+    return collector.proc, collector.url
 
 
 def make_batch(i: int) -> list[dict[str, Any]]:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+
+from tracestitch.testing import CollectorProcess
 
 API_KEY = "interop-key-0123456789"
 _OWN_PREFIXES = ("TRACESTITCH_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")
@@ -25,46 +24,11 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Collector:
+class Collector(CollectorProcess):
     """``tracestitch serve`` as a subprocess on 127.0.0.1 with an ephemeral port and a key."""
 
-    db: Path
-    proc: subprocess.Popen[str] | None = None
-    url: str = ""
-    output: list[str] = field(default_factory=list)
-
-    def start(self) -> Collector:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tracestitch.cli", "serve", "--port", "0"),
-                *("--db", str(self.db), "--api-key", API_KEY),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.proc.stdout is not None
-        for _ in range(20):  # a few banner lines; the URL line comes once bound
-            line = self.proc.stdout.readline()
-            self.output.append(line)
-            if line.startswith("listening on "):
-                self.url = line.split()[-1]
-                return self
-            if not line:
-                break
-        self.stop()
-        raise RuntimeError("collector did not start: " + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def __init__(self, db: Path) -> None:
+        super().__init__(db, api_key=API_KEY, env=clean_env())
 
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(
