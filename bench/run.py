@@ -20,7 +20,14 @@ sys.path.insert(0, str(HERE))
 
 from common import machine  # noqa: E402
 
-MODULES = ["bench_core", "bench_middleware", "bench_clients", "bench_export", "bench_collector"]
+MODULES = [
+    "bench_core",
+    "bench_middleware",
+    "bench_clients",
+    "bench_export",
+    "bench_collector",
+    "bench_short_lived",
+]
 TIMEOUT = 600
 MARK = "@@ROWS@@"
 
