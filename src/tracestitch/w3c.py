@@ -1,7 +1,10 @@
-"""W3C ``traceparent``: ``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``.
+"""W3C trace context: ``traceparent`` (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``)
+and ``tracestate``.
 
 Lowercase hex only; all-zero ids and version ``ff`` are invalid, and version ``00`` allows no
-trailing fields. A header that fails is counted (:mod:`tracestitch.header_stats`).
+trailing fields. ``tracestate`` is passed on to the next hop as it came, so it must match the
+spec's grammar exactly (printable ASCII, at most 32 ``key=value`` members, no duplicate keys)
+before it is believed. A header that fails is counted (:mod:`tracestitch.header_stats`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,14 @@ import re
 from tracestitch.header_stats import _reject
 
 _TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# tracestate list members (W3C Trace Context, section 3.3.1): a simple or multi-tenant key, and a
+# value of up to 256 printable ASCII characters other than ',' and '=' that does not end in a
+# space. Explicit ASCII classes: nothing here may match outside ASCII.
+_TRACESTATE_MEMBER_RE = re.compile(
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_MAX_TRACESTATE_MEMBERS = 32
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -28,3 +39,28 @@ def _parse_traceparent(text: str) -> tuple[str, str] | None:
         _reject("traceparent_invalid")
         return None
     return trace_hex, span_hex
+
+
+def _parse_tracestate(text: str) -> str | None:
+    """``text`` as a valid tracestate (empty members and the optional spaces around commas
+    dropped), or ``None`` (counted) when any part of it is outside the grammar."""
+    members = []
+    keys = set()
+    match = _TRACESTATE_MEMBER_RE.fullmatch
+    for item in text.split(","):
+        member = item.strip(" \t")
+        if not member:
+            continue
+        if match(member) is None:
+            _reject("tracestate_invalid")
+            return None
+        key = member.partition("=")[0]
+        if key in keys:
+            _reject("tracestate_invalid")
+            return None
+        keys.add(key)
+        members.append(member)
+    if len(members) > _MAX_TRACESTATE_MEMBERS:
+        _reject("tracestate_invalid")
+        return None
+    return ",".join(members) or None
