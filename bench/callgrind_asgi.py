@@ -7,6 +7,7 @@ the difference of the totals divided by the difference of the counts is the per-
 start-up and imports cancelled out::
 
     python bench/callgrind_asgi.py --measure            # runs valgrind itself, prints the table
+    # whole requests (exporter included), then RunTree.from_headers alone ("extract:<case>")
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python bench/callgrind_asgi.py parent 2000       # one raw run
@@ -84,6 +85,15 @@ def _drive(case: str, n: int) -> None:
     get_exporter().flush(60)  # the worker's serialization is part of each request's cost
 
 
+def _drive_extract(case: str, n: int) -> None:
+    """Only the propagation step: ``RunTree.from_headers`` on the ASGI header list."""
+    from tracestitch.run_tree import RunTree
+
+    headers = [*_BASE_HEADERS, *CASES[case]]
+    for _ in range(n):
+        RunTree.from_headers(headers)
+
+
 def _instructions(case: str, n: int) -> int:
     done = subprocess.run(
         [
@@ -106,14 +116,22 @@ def _instructions(case: str, n: int) -> int:
 
 
 def measure(low: int = 500, high: int = 2500) -> None:
-    print(f"{'case':<8}{'instructions/request':>22}")
+    print(f"{'case':<16}{'instructions/request':>22}")
     for case in CASES:
         per_request = (_instructions(case, high) - _instructions(case, low)) / (high - low)
-        print(f"{case:<8}{per_request:>22,.0f}")
+        print(f"{case:<16}{per_request:>22,.0f}")
+    for case in CASES:  # the propagation step alone: far less noise than a whole request
+        name = f"extract:{case}"
+        per_call = (_instructions(name, high * 4) - _instructions(name, low * 4)) / (
+            (high - low) * 4
+        )
+        print(f"{name:<16}{per_call:>22,.0f}")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--measure"]:
         measure()
+    elif sys.argv[1].startswith("extract:"):
+        _drive_extract(sys.argv[1].partition(":")[2], int(sys.argv[2]))
     else:
         _drive(sys.argv[1], int(sys.argv[2]))
