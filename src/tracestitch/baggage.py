@@ -187,7 +187,7 @@ _BaggageFields = tuple[
 #: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
 #: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
 #: cached (every bad header is still counted); cleared when full, so it stays bounded.
-_baggage_cache: dict[tuple[str, Any, Limits], _BaggageFields] = {}
+_baggage_cache: dict[tuple[str | bytes, Any, Limits], _BaggageFields] = {}
 _BAGGAGE_CACHE_SIZE = 256
 
 
@@ -199,7 +199,9 @@ def _apply_baggage(
 ) -> None:
     values = found[BAGGAGE]
     key = None
-    if len(values) == 1 and isinstance(values[0], str):
+    # Keyed by the raw value, str or bytes (ASGI servers hand bytes over): bytes that are not
+    # UTF-8 are never a clean parse, so they are never cached.
+    if len(values) == 1 and isinstance(values[0], (str, bytes)):
         trust_key = trust if isinstance(trust, bool) else frozenset(trust)
         key = (values[0], trust_key, limits)
         cached = _baggage_cache.get(key)
