@@ -378,3 +378,27 @@ def test_outgoing_headers_are_printable_ascii_whatever_the_run_holds() -> None:
     headers = run.to_headers()
     assert _printable_ascii(headers)
     assert extract(headers) is not None
+
+
+def test_header_values_repeated_as_bytes_are_parsed_once_but_counted_every_time() -> None:
+    good = [
+        (b"langsmith-trace", ORDER.encode()),
+        (b"baggage", BAGGAGE.encode()),
+        (b"tracestate", b"rojo=1,congo=2"),
+    ]
+    first, second = extract(good), extract(good)
+    assert first is not None and second is not None
+    assert first.metadata == second.metadata == {"tenant": "acme"}
+    assert first.tracestate == second.tracestate == "rojo=1,congo=2"
+    first.metadata["tenant"] = "changed"  # a cached parse is handed out as a copy
+    third = extract(good)
+    assert third is not None and third.metadata == {"tenant": "acme"}
+    bad = [
+        (b"langsmith-trace", ORDER.encode()),
+        (b"baggage", b"langsmith-metadata=%7B%22a%22%3A%22%5Cud800%22%7D"),
+        (b"tracestate", "中=1".encode()),
+    ]
+    for _ in range(3):
+        remote = extract(bad)
+        assert remote is not None and remote.metadata is None and remote.tracestate is None
+    assert stats() == {"metadata_invalid_json": 3, "tracestate_invalid": 3}
