@@ -390,7 +390,7 @@ def test_header_values_repeated_as_bytes_are_parsed_once_but_counted_every_time(
     assert first is not None and second is not None
     assert first.metadata == second.metadata == {"tenant": "acme"}
     assert first.tracestate == second.tracestate == "rojo=1,congo=2"
-    first.metadata["tenant"] = "changed"  # a cached parse is handed out as a copy
+    second.metadata["tenant"] = "changed"  # a cached parse is handed out as a copy
     third = extract(good)
     assert third is not None and third.metadata == {"tenant": "acme"}
     bad = [
