@@ -122,3 +122,18 @@ def test_w3c_mapping_round_trips_trace_and_span_ids() -> None:
     assert ids.trace_id_hex(trace_uuid) == trace_hex
     assert ids.span_id_from_run_id(span_uuid) == span_hex
     assert span_uuid != trace_uuid
+
+
+@pytest.mark.parametrize(
+    "zero",
+    [0x0660, 0xFF10, 0x0966, 0x1D7CE],  # Arabic-Indic, fullwidth, Devanagari, math bold
+)
+def test_parse_dotted_order_takes_only_ascii_digits(zero: int) -> None:
+    # re's \d and int() both take these; the order would go out in a header http.client
+    # cannot encode.
+    for i in (0, 9, 15, 20):
+        foreign = T0[:i] + chr(zero + int(T0[i])) + T0[i + 1 :]
+        with pytest.raises(ids.DottedOrderError):
+            ids.parse_dotted_order(f"{foreign}{U1}")
+        with pytest.raises(ids.DottedOrderError):
+            ids.parse_dotted_order(f"{T0}{U1}.{foreign}{U2}")

@@ -252,7 +252,9 @@ def test_fuzz_extract_never_raises_and_results_are_consistent(
         assert remote.metadata is None or isinstance(remote.metadata, dict)
         assert len(json.dumps(remote.metadata or {}, default=str)) <= 4096 * 2
         assert child.start_time_us >= remote.start_us
-        propagation.inject(child, {})
+        # Whatever it holds goes out as printable ASCII (http.client refuses non-latin-1).
+        out = propagation.inject(child, {})
+        assert all(v.isascii() and v.isprintable() for v in out.values()), out
 
 
 def test_a_parent_dated_far_ahead_is_not_believed() -> None:
@@ -276,3 +278,127 @@ def test_deeply_nested_metadata_is_a_bad_header_not_an_internal_error() -> None:
 
 def ids_now_ms() -> float:
     return time.time() * 1000
+
+
+# --------------------------------------------------------------------- hostile but plausible
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _printable_ascii(headers: dict[str, Any]) -> bool:
+    return all(isinstance(v, str) and v.isascii() and v.isprintable() for v in headers.values())
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "中=1",  # isprintable(), but no header can carry it
+        "k=é",
+        "vendor=a\x00b",
+        "Vendor=1",  # keys are lower case
+        "k=v=w",  # '=' is not a value character
+        "a=1,a=2",  # duplicate key
+        ",".join(f"k{i}=v" for i in range(33)),  # more than 32 members
+        "k=" + "v" * 257,  # a value longer than 256
+        "k=a\tb",  # a tab is only allowed around the commas
+    ],
+)
+def test_tracestate_outside_the_w3c_grammar_is_dropped_and_counted(state: str) -> None:
+    remote = extract({"traceparent": TP, "tracestate": state})
+    assert remote is not None and remote.tracestate is None  # the parent itself is kept
+    assert stats() == {"tracestate_invalid": 1}
+    child = RunTree._from_remote(remote).create_child("c")
+    assert "tracestate" not in child.to_headers()
+
+
+def test_tracestate_passes_through_without_its_optional_whitespace() -> None:
+    state = "rojo=00f067aa0ba902b7 , congo=t61rcWkgMzE,,\ttenant@sys=x y"
+    remote = extract({"traceparent": TP, "tracestate": state})
+    assert remote is not None
+    assert remote.tracestate == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,tenant@sys=x y"
+    assert stats() == {}
+
+
+@pytest.mark.parametrize(
+    ("member", "kind"),
+    [
+        # Valid JSON, but a lone surrogate is no text: such metadata cannot be exported.
+        ("langsmith-metadata=%7B%22a%22%3A%22%5Cud800%22%7D", "metadata_invalid_json"),
+        ("langsmith-metadata=%7B%22%5CuDFFF%22%3A1%7D", "metadata_invalid_json"),
+        # A baggage value is percent-encoded ASCII: raw quotes, non-ASCII, controls are not.
+        ('langsmith-metadata={"a":1}', "baggage_member_invalid"),
+        ("langsmith-tags=中", "baggage_member_invalid"),
+        # What aiohttp hands over for bytes that are not UTF-8 (surrogateescape).
+        ("langsmith-project=caf\udcc3\udca9", "baggage_member_invalid"),
+        ("langsmith-project=a\x7fb", "baggage_member_invalid"),
+        # Percent-encoded bytes that are not UTF-8.
+        ("langsmith-project=caf%E9", "baggage_member_invalid"),
+        ("langsmith-tags=%ED%A0%80", "baggage_member_invalid"),
+        # Nested deeper than anything a run's metadata needs (or the collector keeps).
+        ("langsmith-metadata=" + quote('{"a":' * 40 + "1" + "}" * 40), "metadata_too_deep"),
+        ("langsmith-metadata=" + quote("[" * 30 + "]" * 30), "metadata_too_deep"),
+        ("langsmith-replicas=" + quote('[{"project_name": "a\\nb"}]'), "replicas_project_invalid"),
+        ("langsmith-replicas=" + quote('[["a\\ud800", {}]]'), "replicas_invalid_json"),
+    ],
+)
+def test_hostile_baggage_members_are_absent_and_counted(member: str, kind: str) -> None:
+    remote = extract({"langsmith-trace": ORDER, "baggage": f"{member},langsmith-tags=ok"})
+    assert remote is not None and remote.run_id == PARENT.id
+    assert (remote.metadata, remote.project_name, remote.replicas) == (None, None, None)
+    assert remote.tags == ["ok"]  # the later, valid member
+    assert stats() == {kind: 1}
+    child = RunTree._from_remote(remote).create_child("c")
+    assert _printable_ascii(child.to_headers())
+
+
+def test_plausible_baggage_still_passes() -> None:
+    metadata = {"tenant": "中文 ✓", "emoji": "\U0001f4a5", "n": 2**70, "deep": [[[[1]]]]}
+    members = [
+        f"langsmith-metadata={quote(json.dumps(metadata))}",  # \ud83d\udca5: a valid pair
+        f"langsmith-tags={quote('beta,中')}",
+        "langsmith-project=my%20shop",
+        "foreign=%F0%9F%92%A5;prop=1",
+    ]
+    remote = extract({"langsmith-trace": ORDER, "baggage": " , ".join(members)})
+    assert remote is not None
+    assert remote.metadata == {**metadata, "n": float(2**70)}
+    assert (remote.tags, remote.project_name) == (["beta", "中"], "my shop")
+    assert stats() == {}
+    child = RunTree._from_remote(remote).create_child("c")
+    assert _printable_ascii(child.to_headers())
+
+
+def test_outgoing_headers_are_printable_ascii_whatever_the_run_holds() -> None:
+    run = RunTree(
+        "caller",
+        metadata={"bad": "\ud800", "ok": "中"},  # a lone surrogate, set by the app itself
+        tags=["t\udcff", "中"],
+        project_name="p\ud800",
+    )
+    headers = run.to_headers()
+    assert _printable_ascii(headers)
+    assert extract(headers) is not None
+
+
+def test_header_values_repeated_as_bytes_are_parsed_once_but_counted_every_time() -> None:
+    good = [
+        (b"langsmith-trace", ORDER.encode()),
+        (b"baggage", BAGGAGE.encode()),
+        (b"tracestate", b"rojo=1,congo=2"),
+    ]
+    first, second = extract(good), extract(good)
+    assert first is not None and second is not None
+    assert first.metadata == second.metadata == {"tenant": "acme"}
+    assert first.tracestate == second.tracestate == "rojo=1,congo=2"
+    second.metadata["tenant"] = "changed"  # a cached parse is handed out as a copy
+    third = extract(good)
+    assert third is not None and third.metadata == {"tenant": "acme"}
+    bad = [
+        (b"langsmith-trace", ORDER.encode()),
+        (b"baggage", b"langsmith-metadata=%7B%22a%22%3A%22%5Cud800%22%7D"),
+        (b"tracestate", "中=1".encode()),
+    ]
+    for _ in range(3):
+        remote = extract(bad)
+        assert remote is not None and remote.metadata is None and remote.tracestate is None
+    assert stats() == {"metadata_invalid_json": 3, "tracestate_invalid": 3}

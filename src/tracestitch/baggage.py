@@ -9,6 +9,7 @@ an upstream sends the same baggage on every request, and a run's metadata repeat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -28,6 +29,8 @@ _TAGS = "langsmith-tags"
 _PROJECT = "langsmith-project"
 _REPLICAS = "langsmith-replicas"
 _OURS = frozenset((_META, _TAGS, _PROJECT, _REPLICAS))
+#: The ``trust`` name of each of our members.
+_FIELDS = {_META: "metadata", _TAGS: "tags", _PROJECT: "project", _REPLICAS: "replicas"}
 #: Fields a header may set on a replica: where it goes and harmless annotations. Never an API
 #: URL or key: a header must not send runs elsewhere with this service's credentials.
 _REPLICA_UPDATE_FIELDS = frozenset(("metadata", "tags"))
@@ -59,20 +62,61 @@ def _baggage_members(found: dict[str, list[Any]], limits: Limits) -> list[tuple[
     return members
 
 
-def _json_value(raw: str, limits: Limits, kind: str) -> Any:
-    text = unquote(raw)
+#: A member's value as W3C baggage allows it: percent-encoded printable ASCII (no space, quote,
+#: comma, semicolon or backslash). Anything else (raw non-ASCII, controls, the surrogates aiohttp
+#: makes of bytes that are not UTF-8) is not what any SDK sends, and is never decoded.
+_VALUE_RE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+
+
+def _decoded(raw: str) -> str | None:
+    """A member's value percent-decoded, or ``None`` (counted) when it holds characters a
+    baggage value cannot, or bytes that are not UTF-8 once decoded."""
+    if _VALUE_RE.fullmatch(raw) is None:
+        _reject("baggage_member_invalid")
+        return None
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        _reject("baggage_member_invalid")
+        return None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    # Iterative: the parser accepts nesting deeper than Python's recursion limit.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_value(text: str, limits: Limits, kind: str) -> Any:
     if len(text) > limits.max_metadata_bytes:
         _reject(f"{kind}_too_large")
         return None
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested thousands deep
+        # orjson, not json: it refuses a lone surrogate ("\ud800" is valid JSON but no text,
+        # and a run holding one could not be exported), NaN and Infinity.
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
         _reject(f"{kind}_invalid_json")
         return None
+    if _too_deep(value, limits.max_metadata_depth):
+        _reject(f"{kind}_too_deep")
+        return None
+    return value
 
 
-def _parse_metadata(raw: str, limits: Limits) -> dict[str, Any] | None:
-    value = _json_value(raw, limits, "metadata")
+def _parse_metadata(text: str, limits: Limits) -> dict[str, Any] | None:
+    value = _json_value(text, limits, "metadata")
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -84,8 +128,8 @@ def _parse_metadata(raw: str, limits: Limits) -> dict[str, Any] | None:
     return value
 
 
-def _parse_tags(raw: str, limits: Limits) -> list[str] | None:
-    tags = [t.strip() for t in unquote(raw).split(",")]
+def _parse_tags(text: str, limits: Limits) -> list[str] | None:
+    tags = [t.strip() for t in text.split(",")]
     tags = [t for t in tags if t and len(t) <= limits.max_tag_length and t.isprintable()]
     if len(tags) > limits.max_tags:
         _reject("tags_too_many")
@@ -93,16 +137,20 @@ def _parse_tags(raw: str, limits: Limits) -> list[str] | None:
     return tags or None
 
 
-def _parse_project(raw: str, limits: Limits) -> str | None:
-    project = unquote(raw).strip()
-    if not project or len(project) > limits.max_project_length or not project.isprintable():
+def _valid_project(project: str, limits: Limits) -> bool:
+    return bool(project) and len(project) <= limits.max_project_length and project.isprintable()
+
+
+def _parse_project(text: str, limits: Limits) -> str | None:
+    project = text.strip()
+    if not _valid_project(project, limits):
         _reject("project_invalid")
         return None
     return project
 
 
-def _parse_replicas(raw: str, limits: Limits) -> list[dict[str, Any]] | None:
-    value = _json_value(raw, limits, "replicas")
+def _parse_replicas(text: str, limits: Limits) -> list[dict[str, Any]] | None:
+    value = _json_value(text, limits, "replicas")
     if not isinstance(value, list):
         if value is not None:
             _reject("replicas_not_list")
@@ -117,7 +165,8 @@ def _parse_replicas(raw: str, limits: Limits) -> list[dict[str, Any]] | None:
             project, updates = item.get("project_name"), item.get("updates")
         else:
             continue
-        if not isinstance(project, str) or not project or len(project) > limits.max_project_length:
+        if not isinstance(project, str) or not _valid_project(project, limits):
+            _reject("replicas_project_invalid")
             continue
         replica: dict[str, Any] = {"project_name": project}
         if isinstance(updates, dict):
@@ -138,7 +187,7 @@ _BaggageFields = tuple[
 #: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
 #: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
 #: cached (every bad header is still counted); cleared when full, so it stays bounded.
-_baggage_cache: dict[tuple[str, Any, Limits], _BaggageFields] = {}
+_baggage_cache: dict[tuple[str | bytes, Any, Limits], _BaggageFields] = {}
 _BAGGAGE_CACHE_SIZE = 256
 
 
@@ -150,7 +199,9 @@ def _apply_baggage(
 ) -> None:
     values = found[BAGGAGE]
     key = None
-    if len(values) == 1 and isinstance(values[0], str):
+    # Keyed by the raw value, str or bytes (ASGI servers hand bytes over): bytes that are not
+    # UTF-8 are never a clean parse, so they are never cached.
+    if len(values) == 1 and isinstance(values[0], (str, bytes)):
         trust_key = trust if isinstance(trust, bool) else frozenset(trust)
         key = (values[0], trust_key, limits)
         cached = _baggage_cache.get(key)
@@ -163,16 +214,19 @@ def _apply_baggage(
     before = header_stats.rejections()
     metadata = tags = project = replicas = None
     for name, value in _baggage_members(found, limits):
-        if name not in _OURS:
+        if name not in _OURS or not _trusts(trust, _FIELDS[name]):
             continue
-        if name == _META and _trusts(trust, "metadata"):
-            metadata = _parse_metadata(value, limits)
-        elif name == _TAGS and _trusts(trust, "tags"):
-            tags = _parse_tags(value, limits)
-        elif name == _PROJECT and _trusts(trust, "project"):
-            project = _parse_project(value, limits)
-        elif name == _REPLICAS and _trusts(trust, "replicas"):
-            replicas = _parse_replicas(value, limits)
+        text = _decoded(value)
+        if text is None:
+            continue
+        if name == _META:
+            metadata = _parse_metadata(text, limits)
+        elif name == _TAGS:
+            tags = _parse_tags(text, limits)
+        elif name == _PROJECT:
+            project = _parse_project(text, limits)
+        else:
+            replicas = _parse_replicas(text, limits)
     parent.metadata, parent.tags, parent.project_name, parent.replicas = (
         metadata,
         tags,
@@ -198,7 +252,9 @@ def _quoted(raw: bytes | str) -> str:
     # Metadata, tags and project repeat from run to run; percent-encoding is the slow part.
     encoded = _quote_cache.get(raw)
     if encoded is None:
-        encoded = quote(raw)
+        # Text the app set may hold lone surrogates, which UTF-8 cannot encode: they go out as
+        # '?' (the header stays ASCII either way).
+        encoded = quote(raw) if isinstance(raw, bytes) else quote(raw, errors="replace")
         if len(_quote_cache) >= _BAGGAGE_CACHE_SIZE:
             _quote_cache.clear()
         _quote_cache[raw] = encoded
@@ -210,8 +266,9 @@ def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
     if run.metadata:
         try:
             encoded = _quoted(orjson.dumps(run.metadata, default=str))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # not JSON text (a lone surrogate, a huge int ...)
             encoded = ""
+            _reject("outgoing_metadata_invalid")
         if encoded and len(encoded) <= limits.max_metadata_bytes:
             members.append(f"{_META}={encoded}")
         elif encoded:

@@ -40,32 +40,16 @@ def _collect(headers: Any) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {}
     if headers is None:
         return found
-    if isinstance(headers, Mapping) and ("wsgi.version" in headers or "REQUEST_METHOD" in headers):
-        for environ_key, wanted in _ENVIRON_KEYS.items():
-            value = headers.get(environ_key)
-            if value is not None:
-                found[wanted] = [value]
-        return found
-    for method in ("getall", "get_list", "getlist", "get_all"):
-        getter = getattr(headers, method, None)
-        if getter is not None and not isinstance(headers, dict):
-            for wanted in _WANTED:
-                try:
-                    values = getter(wanted)
-                except KeyError:  # multidict's getall() without a default
-                    continue
-                if values:
-                    found[wanted] = list(values)
+    items: Iterable[Any]
+    if type(headers) is list:
+        # An ASGI header list, on every traced request: straight to the scan (the ABC and
+        # getattr probes below cost more than the scan itself).
+        items = headers
+    else:
+        scanned = _lookup(headers, found)
+        if scanned is None:
             return found
-    if type(headers) is dict:
-        # The common case (httpx/requests users, tests): exact lower-case keys, no scan.
-        for wanted in _WANTED:
-            value = headers.get(wanted)
-            if value is not None:
-                found[wanted] = [value]
-        if found:
-            return found
-    items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
+        items = scanned
     for pair in items:
         key, value = pair
         name: str | None
@@ -80,6 +64,38 @@ def _collect(headers: Any) -> dict[str, list[Any]]:
         if name is not None:
             found.setdefault(name, []).append(value)
     return found
+
+
+def _lookup(headers: Any, found: dict[str, list[Any]]) -> Iterable[Any] | None:
+    """Fill ``found`` by lookups where ``headers`` allows them (``None``: done), else the
+    ``(name, value)`` pairs to scan."""
+    if isinstance(headers, Mapping) and ("wsgi.version" in headers or "REQUEST_METHOD" in headers):
+        for environ_key, wanted in _ENVIRON_KEYS.items():
+            value = headers.get(environ_key)
+            if value is not None:
+                found[wanted] = [value]
+        return None
+    for method in ("getall", "get_list", "getlist", "get_all"):
+        getter = getattr(headers, method, None)
+        if getter is not None and not isinstance(headers, dict):
+            for wanted in _WANTED:
+                try:
+                    values = getter(wanted)
+                except KeyError:  # multidict's getall() without a default
+                    continue
+                if values:
+                    found[wanted] = list(values)
+            return None
+    if type(headers) is dict:
+        # The common case (httpx/requests users, tests): exact lower-case keys, no scan.
+        for wanted in _WANTED:
+            value = headers.get(wanted)
+            if value is not None:
+                found[wanted] = [value]
+        if found:
+            return None
+    items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
+    return items
 
 
 def _single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:

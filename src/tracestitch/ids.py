@@ -192,7 +192,12 @@ def format_segment(micros: int, run_id: uuid.UUID | str) -> str:
 # emit: the JS SDK writes an execution counter into the last three microsecond digits, which is
 # simply part of the timestamp here; upper-case hex is accepted.
 # ---------------------------------------------------------------------------------------------
-_TS = r"\d{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3])[0-5]\d[0-5]\d\d{6}Z"
+# [0-9], never \d: \d (and int()) also take the digits of other scripts (Arabic-Indic, fullwidth,
+# Devanagari ...), and an order holding them would go out in headers no client can send.
+_TS = (
+    r"[0-9]{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3])[0-5][0-9]"
+    r"[0-5][0-9][0-9]{6}Z"
+)
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _SEGMENT_RE = re.compile(f"{_TS}{_UUID}")
 

@@ -35,7 +35,7 @@ from tracestitch.headers import (
     _single,
     _text,
 )
-from tracestitch.w3c import _parse_traceparent
+from tracestitch.w3c import _parse_traceparent, _parse_tracestate
 
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
@@ -64,6 +64,9 @@ class Limits:
     max_baggage_members: int = 64
     max_metadata_bytes: int = 4096
     max_metadata_keys: int = 64
+    #: Nesting of metadata (and replica) JSON, the object itself counting as 1: metadata is a
+    #: handful of key/value pairs, and deep nesting only costs every hop that parses it.
+    max_metadata_depth: int = 20
     max_tags: int = 32
     max_tag_length: int = 256
     max_project_length: int = 256
@@ -136,8 +139,8 @@ def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> Rem
     if parent is None:
         return None
     state = _single(found, TRACESTATE, limits.max_tracestate_bytes)
-    if state and state.isprintable():
-        parent.tracestate = state
+    if state:
+        parent.tracestate = _parse_tracestate(state)
     if trust is not False and BAGGAGE in found:
         _apply_baggage(parent, found, trust, limits)
     return parent

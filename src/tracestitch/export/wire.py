@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIELD_PARTS",
+    "UnserializableRun",
     "WireOp",
     "batch_body",
     "compress",
@@ -101,27 +102,48 @@ def _safe_repr(obj: Any) -> str:
     return text if len(text) <= _MAX_REPR else text[:_MAX_REPR] + "..."
 
 
+def _text(value: str) -> str:
+    """``value`` as valid Unicode text: a lone surrogate (from ``surrogateescape``-decoded
+    bytes, or a ``\\ud800`` JSON escape) cannot be encoded as UTF-8, so JSON cannot carry it.
+    Surrogate pairs are joined into the character they stand for, lone ones become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
 def _sanitize(obj: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy for the rare value orjson refuses even with ``default`` (integers
-    beyond 64 bits, cycles, nesting deeper than orjson's limit)."""
+    """A JSON-safe copy for the rare value orjson refuses even with ``default`` (text with lone
+    surrogates, integers beyond 64 bits, cycles, nesting deeper than orjson's limit)."""
     if depth > _MAX_SANITIZE_DEPTH:
         return "<max depth>"
-    if obj is None or isinstance(obj, (bool, float, str)):
+    if obj is None or isinstance(obj, (bool, float)):
         return obj
+    if isinstance(obj, str):
+        return _text(obj)
     if isinstance(obj, int):
         return obj if -(2**63) <= obj < 2**64 else str(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _sanitize(v, depth + 1) for k, v in obj.items()}
+        return {_text(str(k)): _sanitize(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [_sanitize(v, depth + 1) for v in obj]
     try:
         return orjson.loads(orjson.dumps(obj, default=_default, option=_OPTIONS))
     except Exception:
-        return _safe_repr(obj)
+        # Whatever a user object turns into (its repr, a dict it returned) is sanitized too.
+        converted = _default(obj)
+        if isinstance(converted, str):
+            return _text(converted)
+        if converted is obj:
+            return _text(_safe_repr(obj))
+        return _sanitize(converted, depth + 1)
 
 
 def dumps(obj: Any) -> bytes:
-    """JSON bytes for anything: orjson with a safe ``default``; never raises.
+    """JSON bytes for anything: orjson with a safe ``default``; never raises. Text that is not
+    valid Unicode is repaired (lone surrogates become U+FFFD), and a mapping always gives a JSON
+    object.
 
     >>> dumps({"n": 1, "when": datetime.date(2024, 1, 1), "s": {1}})
     b'{"n":1,"when":"2024-01-01","s":[1]}'
@@ -132,7 +154,10 @@ def dumps(obj: Any) -> bytes:
         try:
             return orjson.dumps(_sanitize(obj), default=_default, option=_OPTIONS)
         except Exception:
-            return orjson.dumps(_safe_repr(obj))
+            # Unreachable for what _sanitize returns; kept so that dumps never raises.
+            if isinstance(obj, Mapping):
+                return b"{}"
+            return orjson.dumps(_text(_safe_repr(obj)))
     # orjson returns small results in a 4 KiB allocation; queued ops would then take ~10x their
     # counted size and break the byte bound. An exact-size copy costs ~50 ns.
     return memoryview(data).tobytes() if len(data) < 2048 else data
@@ -214,6 +239,11 @@ class WireOp:
         return dumps({k: v for k, v in data.items() if k not in FIELD_PARTS}), fields
 
 
+class UnserializableRun(ValueError):
+    """A run that cannot be serialized as a JSON object (never sent: it would take its whole
+    batch down with it)."""
+
+
 def split_wire(kind: str, wire: dict[str, Any], weight: int = 1) -> WireOp:
     """A :class:`WireOp` from a LangSmith ingest dict (``None`` values left out, as the SDK's
     ``exclude_none`` dump does)."""
@@ -229,7 +259,12 @@ def serialize_run(kind: str, run: RunTree, weight: int = 1) -> list[WireOp]:
     # to_wire leaves None values out and its ids are text already, so this is split_wire
     # without its checks: one op per exported run, on the worker's hottest path.
     attachments = dict(run.attachments) if run.attachments else _NO_ATTACHMENTS
-    op = WireOp(kind, wire["id"], wire["trace_id"], dumps(wire), attachments, weight)
+    body = dumps(wire)
+    if body[:1] != b"{" or len(body) < 3:
+        # An op that is no run object makes the collector refuse its whole batch (422): this
+        # run alone is dropped instead (the worker counts it as "serialization failed").
+        raise UnserializableRun(f"run {wire.get('id')} did not serialize to a JSON object")
+    op = WireOp(kind, wire["id"], wire["trace_id"], body, attachments, weight)
     if not run.replicas:
         return [op]
     ops = [op]

@@ -35,6 +35,7 @@ from tracestitch.middleware._recording import (
 )
 from tracestitch.middleware._recording import MAX_HEADER_CHARS as MAX_HEADER_CHARS  # re-export
 from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS  # re-export
+from tracestitch.middleware._recording import readable as readable  # re-export
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import extract_parent
 from tracestitch.run_tree import RunTree

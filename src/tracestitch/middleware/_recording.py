@@ -23,6 +23,7 @@ __all__ = [
     "REDACTED",
     "SENSITIVE_QUERY_KEYS",
     "RequestRecorder",
+    "readable",
 ]
 
 #: Recorded as ``[REDACTED]`` even when listed in ``record_headers``: credentials never leave.
@@ -44,6 +45,18 @@ MAX_QUERY_CHARS = 2048
 MAX_HEADER_CHARS = 1024
 
 _TRACE_KEYS = frozenset((b"langsmith-trace", b"traceparent"))
+
+
+def readable(text: str) -> str:
+    """``text`` as valid Unicode: aiohttp decodes request bytes that are not UTF-8 with
+    ``surrogateescape``, and a lone surrogate can be neither exported (JSON is UTF-8) nor shown.
+    The bytes are decoded again with U+FFFD in place of what is not UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class RequestRecorder:
@@ -128,11 +141,12 @@ class RequestRecorder:
         return found
 
     def headers_from_multidict(self, headers: Any) -> dict[str, str] | None:
-        """Allow-listed headers from a case-insensitive multi-dict (aiohttp's ``CIMultiDict``)."""
+        """Allow-listed headers from a case-insensitive multi-dict (aiohttp's ``CIMultiDict``),
+        bytes that are not UTF-8 shown as U+FFFD (see :func:`readable`)."""
         found: dict[str, str] | None = None
         for name in self._header_names:
             for value in headers.getall(name, ()):
                 if found is None:
                     found = {}
-                self._add_header(found, name, str(value))
+                self._add_header(found, name, readable(str(value)))
         return found

@@ -21,6 +21,7 @@ from tracestitch.middleware._common import (
     Outcome,
     ServerTracer,
     missing_extra,
+    readable,
     resolve_options,
 )
 from tracestitch.run_tree import RunTree
@@ -142,7 +143,8 @@ class _Middleware:
     def _begin(self, request: web.Request) -> _Exchange | Outcome | None:
         tracer = self._tracer
         method = request.method
-        path = request.path
+        # aiohttp hands over bytes that are not UTF-8 as lone surrogates: recorded as U+FFFD.
+        path = readable(request.path)
         headers = request.headers
         has_trace = "langsmith-trace" in headers or "traceparent" in headers
         parent = tracer.decide(method, path, headers, has_trace)
@@ -151,7 +153,7 @@ class _Middleware:
         inputs = tracer.inputs(
             method,
             path,
-            request.query_string,
+            readable(request.query_string),
             request.remote,
             tracer.headers_from_multidict(headers),
         )
