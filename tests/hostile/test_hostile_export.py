@@ -26,7 +26,7 @@ from tracestitch.export.worker import BatchExporter
 from tracestitch.exporter import set_exporter
 from tracestitch.middleware.aiohttp import tracing_middleware
 from tracestitch.run_tree import RunTree
-from tracestitch.testing import capture_runs
+from tracestitch.testing import CollectorProcess, capture_runs
 
 API_KEY = "hostile-key"
 _CLI = (sys.executable, "-m", "tracestitch.cli")
@@ -36,27 +36,8 @@ _CLI = (sys.executable, "-m", "tracestitch.cli")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``tracestitch serve`` in a subprocess, as a user starts it."""
     db = tmp_path_factory.mktemp("hostile") / "traces.db"
-    proc = subprocess.Popen(
-        [*_CLI, "serve", "--port", "0", "--db", str(db), "--api-key", API_KEY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    url = None
-    for _ in range(20):  # the banner is a few lines; the URL line comes once bound
-        line = proc.stdout.readline()
-        if line.startswith("listening on "):
-            url = line.split()[-1]
-            break
-        if not line:
-            break
-    try:
-        assert url is not None, "collector did not start"
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with CollectorProcess(db, api_key=API_KEY) as process:
+        yield process.url
 
 
 @pytest.fixture
@@ -99,6 +80,33 @@ def test_a_lone_surrogate_in_one_run_does_not_take_its_batch_down(
     stored = _stored(collector, bad.id)
     assert stored["extra"]["metadata"]["note"] == "a\ufffdb"
     assert stored["inputs"] == {"i": 4, "k\ufffd": "pair \U0001f4a5 kept"}
+
+
+def test_a_run_nested_deeper_than_the_collector_takes_is_cut_down_not_refused(
+    collector: str, exporters: list[BatchExporter]
+) -> None:
+    exporter = BatchExporter(
+        LangSmithSink(collector, API_KEY, mode="batch"), spool=None, flush_interval=60
+    )
+    exporters.append(exporter)
+    deep: Any = "bottom"
+    for _ in range(230):  # past the collector's 200 levels, within orjson's 254
+        deep = {"d": deep}
+    runs = [RunTree(f"nested-{i}", inputs={"i": i}, exporter=exporter) for i in range(5)]
+    runs[2].inputs["deep"] = deep
+    for run in runs:
+        run.end(outputs={"ok": True})
+        run.post()
+    assert exporter.flush(10)
+    stats = exporter.stats()
+    assert (stats["sent"], stats["dropped"]) == (5, 0), stats
+    for run in runs:
+        assert _stored(collector, run.id)["name"] == run.name
+    kept = _stored(collector, runs[2].id)["inputs"]["deep"]
+    levels = 0
+    while isinstance(kept, dict):
+        kept, levels = kept["d"], levels + 1
+    assert kept == "<max depth>" and 50 < levels < 200
 
 
 def test_aiohttp_request_bytes_that_are_not_utf8_reach_the_collector(

@@ -53,6 +53,11 @@ FIELD_PARTS = ("inputs", "outputs", "events", "extra", "error", "serialized")
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _MAX_REPR = 1_000
 _MAX_SANITIZE_DEPTH = 64
+#: How deep a run may nest, the run object itself counting as one: what ``tracestitch serve``
+#: accepts (``collector.ingest.MAX_RUN_DEPTH``). orjson writes up to 254 levels, so a run
+#: between the two is cut down to ``_MAX_SANITIZE_DEPTH`` rather than refused with its batch.
+MAX_RUN_DEPTH = 200
+_ORJSON_MAX_DEPTH = 254
 
 
 def _default(obj: Any) -> Any:
@@ -260,6 +265,9 @@ def serialize_run(kind: str, run: RunTree, weight: int = 1) -> list[WireOp]:
     # without its checks: one op per exported run, on the worker's hottest path.
     attachments = dict(run.attachments) if run.attachments else _NO_ATTACHMENTS
     body = dumps(wire)
+    # Nesting is at most the number of brackets: two C-speed counts clear every usual run.
+    if body.count(b"{") + body.count(b"[") > MAX_RUN_DEPTH and _too_deep(wire):
+        body = dumps(_sanitize(wire))
     if body[:1] != b"{" or len(body) < 3:
         # An op that is no run object makes the collector refuse its whole batch (422): this
         # run alone is dropped instead (the worker counts it as "serialization failed").
@@ -279,6 +287,19 @@ def serialize_run(kind: str, run: RunTree, weight: int = 1) -> list[WireOp]:
         rop = split_wire(kind, copy, weight=0)
         ops.append(WireOp(kind, rop.run_id, rop.trace_id, rop.body, attachments, 0))
     return ops
+
+
+def _too_deep(wire: dict[str, Any]) -> bool:
+    """Whether ``wire`` nests deeper than :data:`MAX_RUN_DEPTH`: orjson refuses to write past
+    254 levels, so wrapped in the difference it fails exactly then."""
+    value: Any = wire
+    for _ in range(_ORJSON_MAX_DEPTH - MAX_RUN_DEPTH):
+        value = [value]
+    try:
+        orjson.dumps(value, default=_default, option=_OPTIONS)
+    except Exception:
+        return True
+    return False
 
 
 def _derive(original: str, key: str) -> str:
