@@ -122,3 +122,23 @@ def test_sigkilled_process_spool_is_replayed_by_the_next(tmp_path: Path) -> None
         assert deadline_ok, (exporter.stats(), len(server.capture.received_ids()))
         assert server.capture.received_ids() == ids and not server.capture.errors
         assert exporter.stats()["replayed"] == 200
+
+
+def test_a_spooled_segment_is_replayed_in_parts_the_size_of_a_batch(tmp_path: Path) -> None:
+    # One request holding a whole segment can outlast the sink's timeout and would then be
+    # repeated whole: the replay sends batch-sized parts and acknowledges the segment after.
+    from test_export_worker import ListSink
+
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=16 << 20)
+    spool.open()
+    spool.append([op(i) for i in range(1_000)])
+    spool.close()
+    sink = ListSink()
+    exporter = BatchExporter(sink, spool=tmp_path / "spool", max_batch_size=100).start()
+    try:
+        assert wait_for(lambda: exporter.stats()["replayed"] == 1_000, 20), exporter.stats()
+        assert len(sink.batches) == 10 and {len(b) for b in sink.batches} == {100}
+        assert sorted(sink.ids) == sorted(o.run_id for o in (op(i) for i in range(1_000)))
+        assert not exporter.spool.pending()  # type: ignore[union-attr]
+    finally:
+        exporter.shutdown(1)

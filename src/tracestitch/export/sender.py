@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Sender"]
 
+
+class _GaveUp:
+    """The batch goes to the spool: the sink is down, or it is time to stop."""
+
+
+_GAVE_UP = _GaveUp()
+
+
+def _refusal(error: DeliveryError | _GaveUp) -> str:
+    """The drop reason of a batch the sink refused for good."""
+    status = getattr(error, "status", None)
+    return "refused by the endpoint: " + (f"HTTP {status}" if status is not None else str(error))
+
+
 logger = logging.getLogger("tracestitch.export")
 
 
@@ -45,8 +59,10 @@ class Sender:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         rand: Callable[[], float] = random.random,
+        replay_batch: int = 200,
     ) -> None:
         self.ledger = ledger
+        self.replay_batch = max(1, replay_batch)
         self.handoff = handoff
         self.sink = sink
         self.retry = retry
@@ -87,11 +103,11 @@ class Sender:
                         ledger.cond.notify_all()
                 replay_turn = not replay_turn
                 if batch is not None:
-                    self._deliver(batch, None, size)
+                    self._deliver(batch, size)
                 elif self._replayable() and spool is not None:
                     claim = spool.claim_oldest()
                     if claim is not None:
-                        self._deliver(claim.ops, claim, sum(op.size for op in claim.ops))
+                        self._replay(claim)
             except Exception as exc:
                 report_internal("export.sender", exc)
 
@@ -127,15 +143,64 @@ class Sender:
     def _waiting_to_probe(self) -> bool:
         return self.down and self._clock() < self._next_probe
 
-    def _deliver(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
+    def _deliver(self, batch: list[WireOp], size: int) -> None:
+        """Send a fresh batch (``size`` bytes in the ledger's memory count) and settle it."""
+        outcome = self._attempt(batch)
+        if outcome is None:
+            with self.ledger.lock:
+                self.ledger.counts["batches"] += 1
+                if self.handoff.release(batch):
+                    self.ledger.mem_bytes -= size
+                    self.ledger.settle(sum(op.weight for op in batch), "sent")
+                # else shutdown spooled it meanwhile: settled there; a repeat is harmless.
+            self._recovered()
+            return
+        with self.ledger.lock:
+            owned = self.handoff.release(batch)
+            if owned:
+                self.ledger.mem_bytes -= size
+        if not owned:
+            return
+        if outcome is _GAVE_UP:
+            self.ledger.to_spool(batch, size, in_memory=False)
+        else:
+            self.ledger.drop(sum(op.weight for op in batch), _refusal(outcome), rejected=True)
+
+    def _replay(self, claim: Claim) -> None:
+        """Send a spooled segment in parts the size of a batch (one request of a whole segment
+        can outlast the sink's timeout, and would be repeated whole), acknowledged once every
+        part is delivered; a part the sink refuses for good is counted and skipped, since
+        replaying it would loop forever."""
+        ledger, spool = self.ledger, self.ledger.spool
+        assert spool is not None
+        step = self.replay_batch
+        for start in range(0, len(claim.ops), step):
+            part = claim.ops[start : start + step]
+            outcome = self._attempt(part)
+            if outcome is _GAVE_UP:
+                spool.release(claim)  # replayed again later, whole: a repeat is harmless
+                return
+            if outcome is not None:  # settled as spooled already: only the loss is counted
+                ledger.drop(len(part), _refusal(outcome), settle=False, rejected=True)
+        spool.ack(claim)
+        with ledger.lock:
+            ledger.counts["replayed"] += len(claim.ops)
+            ledger.counts["batches"] += 1
+            ledger.cond.notify_all()  # shutdown may wait for the spool to empty
+        self._outage_replayed += len(claim.ops)
+        self._recovered()
+
+    def _attempt(self, batch: list[WireOp]) -> DeliveryError | _GaveUp | None:
+        """Send ``batch`` with retries: ``None`` once delivered, the error when the sink
+        refused it for good, :data:`_GAVE_UP` when it is to be spooled (the sink is down, or
+        it is time to stop)."""
         attempts = 0
         ledger = self.ledger
         while True:
             if ledger.stopping() or ledger.stop.is_set() or self._waiting_to_probe():
-                # Known down and not yet time to probe again: straight to the spool (a claim
-                # just goes back) rather than holding memory for a sink that is not there.
-                self._give_up(batch, claim, size)
-                return
+                # Known down and not yet time to probe again: straight to the spool rather
+                # than holding memory for a sink that is not there.
+                return _GAVE_UP
             attempts += 1
             try:
                 self.sink.send(batch)
@@ -145,13 +210,13 @@ class Sender:
                 report_internal("export.sink", exc)
                 error = DeliveryError(f"{type(exc).__name__} in sink")
             else:
-                self._finish(batch, claim, size)
-                return
+                self._failures = 0
+                self.down = False
+                return None
             ledger.count("requests_failed")
             self._log_failure(error)
             if not error.retryable:
-                self._reject(batch, claim, size, error)
-                return
+                return error
             self._failures += 1
             delay = self.retry.delay(self._failures, error.retry_after, self._rand)
             # Shutting down with a spool: the next start replays it, so waiting out retries
@@ -162,31 +227,13 @@ class Sender:
                     self._outage_since, self._outage_replayed = self._clock(), 0
                 self.down = True
                 self._next_probe = self._clock() + delay
-                self._give_up(batch, claim, size)
-                return
+                return _GAVE_UP
             ledger.count("retried")
             self._sleep(delay)
 
-    def _finish(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
-        """``batch`` was delivered."""
-        ledger, spool = self.ledger, self.ledger.spool
-        self._failures = 0
-        self.down = False
-        if claim is not None and spool is not None:
-            # Replayed ops were settled when spooled.
-            spool.ack(claim)
-            with ledger.lock:
-                ledger.counts["replayed"] += len(batch)
-                ledger.counts["batches"] += 1
-                ledger.cond.notify_all()  # shutdown may wait for the spool to empty
-            self._outage_replayed += len(batch)
-        else:
-            with ledger.lock:
-                ledger.counts["batches"] += 1
-                if self.handoff.release(batch):
-                    ledger.mem_bytes -= size
-                    ledger.settle(sum(op.weight for op in batch), "sent")
-                # else shutdown spooled it meanwhile: settled there; a repeat is harmless.
+    def _recovered(self) -> None:
+        """After a delivery: log the end of an outage once the spool is empty again."""
+        spool = self.ledger.spool
         if self._outage_since is not None and (spool is None or not spool.pending()):
             logger.warning(
                 "tracestitch: export to %r is back after %.0f s; delivered %d spooled run "
@@ -197,37 +244,6 @@ class Sender:
             )
             self._outage_since = None
             self._logged_statuses.clear()  # the next outage is logged again
-
-    def _reject(
-        self, batch: list[WireOp], claim: Claim | None, size: int, error: DeliveryError
-    ) -> None:
-        """The sink refused ``batch`` for good (a 4xx other than 408/429): dropped, with the
-        status as its reason. A replayed one is acked too: replaying it would loop forever."""
-        ledger, spool = self.ledger, self.ledger.spool
-        reason = "refused by the endpoint: " + (
-            f"HTTP {error.status}" if error.status is not None else str(error)
-        )
-        weight = sum(op.weight for op in batch)
-        if claim is not None and spool is not None:
-            spool.ack(claim)
-            ledger.drop(weight, reason, settle=False, rejected=True)
-            return
-        with ledger.lock:
-            owned = self.handoff.release(batch)
-            if owned:
-                ledger.mem_bytes -= size
-        if owned:
-            ledger.drop(weight, reason, rejected=True)
-
-    def _give_up(self, batch: list[WireOp], claim: Claim | None, size: int) -> None:
-        spool = self.ledger.spool
-        if claim is not None and spool is not None:
-            spool.release(claim)
-            return
-        with self.ledger.lock:
-            owned = self.handoff.release(batch)
-        if owned:
-            self.ledger.to_spool(batch, size)
 
     def _log_failure(self, error: DeliveryError) -> None:
         # Once per status (None: connection errors), so a long outage logs one line, not one

@@ -182,6 +182,7 @@ class Spool:
         self._open_path: Path | None = None
         self._open_bytes = 0
         self._open_records = 0
+        self._claimed = 0  # segments claimed by this process, not yet acked or released
         self._seq = 0
         self._pid = os.getpid()
         self.stats = SpoolStats()
@@ -343,8 +344,9 @@ class Spool:
     # ------------------------------------------------------------------ replay
 
     def pending(self) -> bool:
-        """Whether anything waits for replay (closed segments, or records in the open one)."""
-        return self._open_records > 0 or self.stats.segments > 0
+        """Whether anything waits for replay or is being replayed (closed segments, records in
+        the open one, segments claimed and not yet acknowledged or released)."""
+        return self._open_records > 0 or self.stats.segments > 0 or self._claimed > 0
 
     def claim_oldest(self) -> Claim | None:
         """Take the oldest segment for replay (closing the open one if it is all there is)."""
@@ -365,6 +367,7 @@ class Spool:
                 ops, bad = decode_records(data)
                 self.stats.segments -= 1
                 self.stats.corrupt += bad
+                self._claimed += 1
                 return Claim(target, ops, len(data))
         return None
 
@@ -374,12 +377,15 @@ class Spool:
             with contextlib.suppress(OSError):
                 claim.path.unlink()
             self.stats.bytes = max(0, self.stats.bytes - claim.size)
+            self._claimed = max(0, self._claimed - 1)
 
     def release(self, claim: Claim) -> None:
         """Delivery failed: put the segment back, first in line."""
-        with self._lock, contextlib.suppress(OSError):
-            claim.path.rename(claim.path.with_suffix(".seg"))
-            self.stats.segments += 1
+        with self._lock:
+            self._claimed = max(0, self._claimed - 1)
+            with contextlib.suppress(OSError):
+                claim.path.rename(claim.path.with_suffix(".seg"))
+                self.stats.segments += 1
 
     def iter_all(self) -> Iterator[WireOp]:
         """Every record now in the spool, without claiming anything (for tools and tests)."""
@@ -406,5 +412,6 @@ class Spool:
                 os.close(self._fd)
         self._fd = self._open_path = None
         self._open_bytes = self._open_records = 0
+        self._claimed = 0  # the parent's claims are the parent's to finish
         self._pid = os.getpid()
         self._lock = threading.Lock()

@@ -161,6 +161,7 @@ class BatchExporter:
             clock=self._clock,
             sleep=self._sleep,
             rand=self._rand,
+            replay_batch=self.max_batch_size,
         )
         self._started = False
         self._threads: list[threading.Thread] = []
