@@ -53,7 +53,8 @@ def test_version_1_database_migrates(tmp_path: Path) -> None:
     conn.close()
     store = Store(path)
     try:
-        row = store._reader().execute("SELECT span_id FROM runs").fetchone()
+        with store._read() as conn:
+            row = conn.execute("SELECT span_id FROM runs").fetchone()
         assert row[0] == run_id.replace("-", "")[16:]
         assert store.project_names([project_id("legacy")]) == {project_id("legacy"): "legacy"}
         assert store.span_run_ids(run_id, [row[0]]) == {row[0]: run_id}

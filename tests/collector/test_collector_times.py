@@ -54,8 +54,8 @@ def test_format_round_trips() -> None:
 def _columns(store: Store, run_id: str) -> tuple[int | None, int | None]:
     run = store.get_run(run_id)
     assert run is not None
-    conn = store._reader()
-    row = conn.execute("SELECT start_us, end_us FROM runs WHERE id = ?", (run_id,)).fetchone()
+    with store._read() as conn:
+        row = conn.execute("SELECT start_us, end_us FROM runs WHERE id = ?", (run_id,)).fetchone()
     return row["start_us"], row["end_us"]
 
 

@@ -28,7 +28,7 @@ from .ingest_api import ingest_routes
 from .otlp_ingest import otlp_routes
 from .query_api import query_routes
 from .sdk_api import sdk_routes
-from .store import Store
+from .trace_store import TraceStore
 from .web import BodyReader, Guard, Handler, Unsupported, json_response
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -120,7 +120,7 @@ async def _unsupported(request: Request) -> Response:
 
 
 def create_app(
-    store: Store,
+    store: TraceStore,
     *,
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,

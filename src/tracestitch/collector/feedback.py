@@ -7,7 +7,6 @@ answers 404 then, and the SDK retries for minutes; this collector keeps the feed
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from .ingest import IngestError, check_depth, format_time_us, normal_time, parse_time_us
+from .sql import Connection
 
 __all__ = [
     "FeedbackFilter",
@@ -121,11 +121,14 @@ def validate_feedback(raw: Any, where: str = "feedback") -> FeedbackOp:
     )
 
 
-def write_feedback(conn: sqlite3.Connection, op: FeedbackOp) -> None:
+def write_feedback(conn: Connection, op: FeedbackOp) -> None:
     """Store ``op`` (a repeat of the same id replaces it: the SDK may resend)."""
     conn.execute(
-        "INSERT OR REPLACE INTO feedback(id, run_id, trace_id, key, score, source_type,"
-        " created_us, doc_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO feedback(id, run_id, trace_id, key, score, source_type, created_us,"
+        " doc_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " run_id = excluded.run_id, trace_id = excluded.trace_id, key = excluded.key,"
+        " score = excluded.score, source_type = excluded.source_type,"
+        " created_us = excluded.created_us, doc_json = excluded.doc_json",
         (
             op.id,
             op.run_id,
@@ -144,7 +147,7 @@ def _in(column: str, values: list[str], where: list[str], params: list[Any]) -> 
     params.extend(values)
 
 
-def find_feedback(conn: sqlite3.Connection, flt: FeedbackFilter) -> list[dict[str, Any]]:
+def find_feedback(conn: Connection, flt: FeedbackFilter) -> list[dict[str, Any]]:
     """One page of feedback documents matching ``flt``, oldest first."""
     where: list[str] = []
     params: list[Any] = []
@@ -162,13 +165,13 @@ def find_feedback(conn: sqlite3.Connection, flt: FeedbackFilter) -> list[dict[st
     return [orjson.loads(row[0]) for row in rows]
 
 
-def get_feedback(conn: sqlite3.Connection, feedback_id: str) -> dict[str, Any] | None:
+def get_feedback(conn: Connection, feedback_id: str) -> dict[str, Any] | None:
     """One feedback document, or None."""
     row = conn.execute("SELECT doc_json FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
     return orjson.loads(row[0]) if row else None
 
 
-def delete_for_trace(conn: sqlite3.Connection, trace_id: str) -> None:
+def delete_for_trace(conn: Connection, trace_id: str) -> None:
     """Forget the feedback on a trace's runs (retention deletes the trace)."""
     conn.execute(
         "DELETE FROM feedback WHERE trace_id = ? OR run_id IN"

@@ -25,7 +25,7 @@ from .bodies import zstd_available
 from .feedback import FeedbackOp
 from .ingest import IngestError, RunOp, validate_op
 from .multipart import Attachment, parse_multipart
-from .store import Store
+from .trace_store import TraceStore
 from .web import BodyReader, Guard, json_response
 
 __all__ = ["batch_ops", "ingest_routes"]
@@ -48,7 +48,7 @@ def batch_ops(doc: Any) -> list[RunOp]:
 
 
 def ingest_routes(
-    store: Store, guard: Guard, *, bodies: BodyReader, stats: Counter[str]
+    store: TraceStore, guard: Guard, *, bodies: BodyReader, stats: Counter[str]
 ) -> list[Route]:
     """The ingest routes over ``store``; each acknowledged request is counted in ``stats`` (by
     endpoint, and by endpoint and content encoding: lets tests prove which path an SDK took).

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from .bodies import UnsupportedEncoding
 from .ingest import IngestError
 from .otlp_spans import decode_json, decode_protobuf, protobuf_available, spans_to_ops
-from .store import Store
+from .trace_store import TraceStore
 from .web import BodyReader, Guard, HTTPError
 
 __all__ = ["otlp_routes"]
@@ -27,7 +27,9 @@ __all__ = ["otlp_routes"]
 _PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 
 
-def otlp_routes(store: Store, guard: Guard, bodies: BodyReader, stats: Counter[str]) -> list[Route]:
+def otlp_routes(
+    store: TraceStore, guard: Guard, bodies: BodyReader, stats: Counter[str]
+) -> list[Route]:
     """The OTLP/HTTP trace routes over ``store``; requests and spans are counted in ``stats``."""
 
     async def traces(request: Request) -> Response:

@@ -8,12 +8,14 @@ name), when it was first seen, and what ``create_project`` said about it.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from .query import like_pattern
+from .sql import Connection
 
 __all__ = [
     "TENANT_ID",
@@ -53,15 +55,15 @@ class ProjectFilter:
     offset: int = 0
 
 
-def ensure_projects(conn: sqlite3.Connection, names: set[str], now_us: int) -> None:
+def ensure_projects(conn: Connection, names: set[str], now_us: int) -> None:
     """Remember the projects ``names`` (inside the caller's write transaction)."""
     conn.executemany(
-        "INSERT OR IGNORE INTO projects(id, name, created_us) VALUES (?, ?, ?)",
+        "INSERT INTO projects(id, name, created_us) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [(project_id(name), name, now_us) for name in names],
     )
 
 
-def names_for_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+def names_for_ids(conn: Connection, ids: list[str]) -> dict[str, str]:
     """{project id: name} for the ``ids`` this collector knows."""
     found: dict[str, str] = {}
     for i in range(0, len(ids), 500):
@@ -73,7 +75,7 @@ def names_for_ids(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
 
 
 def create_project(
-    conn: sqlite3.Connection,
+    conn: Connection,
     name: str,
     description: str | None,
     extra: dict[str, Any] | None,
@@ -100,10 +102,11 @@ def create_project(
         )
 
 
-def _stats(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+def _stats(conn: Connection, name: str) -> dict[str, Any]:
     row = conn.execute(
         "SELECT COUNT(*) AS n, SUM(total_tokens) AS tokens, SUM(total_cost) AS cost,"
-        " MAX(start_us) AS last_start, SUM(status = 'error') AS errors FROM runs"
+        " MAX(start_us) AS last_start,"
+        " SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors FROM runs"
         " WHERE project = ?",
         (name,),
     ).fetchone()
@@ -117,7 +120,7 @@ def _stats(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     }
 
 
-def find_projects(conn: sqlite3.Connection, flt: ProjectFilter) -> list[dict[str, Any]]:
+def find_projects(conn: Connection, flt: ProjectFilter) -> list[dict[str, Any]]:
     """The projects matching ``flt``, oldest first (one page), as stored rows plus stats."""
     where: list[str] = []
     params: list[Any] = []
@@ -128,8 +131,8 @@ def find_projects(conn: sqlite3.Connection, flt: ProjectFilter) -> list[dict[str
         where.append("name = ?")
         params.append(flt.name)
     if flt.name_contains is not None:
-        where.append("instr(lower(name), lower(?)) > 0")
-        params.append(flt.name_contains)
+        where.append("lower(name) LIKE ? ESCAPE '\\'")
+        params.append(like_pattern(flt.name_contains.lower()))
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     rows = conn.execute(
         f"SELECT * FROM projects{clause} ORDER BY created_us, name", params

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from .ingest import parse_time_us
 from .query import STATUSES, TraceFilter
-from .store import Store
+from .trace_store import TraceStore
 from .tree import build_trace, run_view, schema_view
 from .web import Guard, HTTPError, json_response
 
@@ -103,7 +103,7 @@ async def _load_or_404(load: Callable[[], T | None], missing: str) -> T:
     return found
 
 
-def query_routes(store: Store, guard: Guard) -> list[Route]:
+def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
     """The query API routes over ``store``."""
 
     async def list_traces(request: Request) -> Response:

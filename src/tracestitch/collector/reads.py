@@ -6,7 +6,6 @@ return plain dicts (trace summaries, merged wire runs) ready for the query API t
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +13,7 @@ import orjson
 
 from .query import TraceFilter, build_trace_query
 from .runs import merge_run
+from .sql import Connection
 
 __all__ = [
     "attach_feedback",
@@ -32,7 +32,7 @@ __all__ = [
 _CHUNK = 500
 
 
-def _summary(row: sqlite3.Row) -> dict[str, Any]:
+def _summary(row: Any) -> dict[str, Any]:
     return {
         "trace_id": row["trace_id"],
         "name": row["root_name"],
@@ -50,7 +50,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def list_traces(conn: sqlite3.Connection, flt: TraceFilter) -> dict[str, Any]:
+def list_traces(conn: Connection, flt: TraceFilter) -> dict[str, Any]:
     """One page of trace summaries, newest first, plus the total matching count."""
     sql, count_sql, params = build_trace_query(flt)
     rows = conn.execute(sql, [*params, flt.limit, flt.offset]).fetchall()
@@ -60,13 +60,13 @@ def list_traces(conn: sqlite3.Connection, flt: TraceFilter) -> dict[str, Any]:
     return {"traces": items, "total": total, "offset": flt.offset, "next_offset": next_offset}
 
 
-def trace_summary(conn: sqlite3.Connection, trace_id: str) -> dict[str, Any] | None:
+def trace_summary(conn: Connection, trace_id: str) -> dict[str, Any] | None:
     """The summary row of one trace, or None."""
     found = conn.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
     return _summary(found) if found else None
 
 
-def _runs(conn: sqlite3.Connection, where: str, *params: str) -> list[dict[str, Any]]:
+def _runs(conn: Connection, where: str, *params: str) -> list[dict[str, Any]]:
     # The merged wire dicts of the runs matching ``where``, in dotted (tree) order.
     rows = conn.execute(
         f"SELECT id, parent_run_id, post_json, patch_json, span_id FROM runs WHERE {where}"
@@ -88,7 +88,7 @@ def _runs(conn: sqlite3.Connection, where: str, *params: str) -> list[dict[str, 
     return runs
 
 
-def _attach_attachment_info(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+def _attach_attachment_info(conn: Connection, runs: list[dict[str, Any]]) -> None:
     by_id = {run["id"]: run for run in runs}
     ids = list(by_id)
     for i in range(0, len(ids), _CHUNK):
@@ -111,7 +111,7 @@ def _attach_attachment_info(conn: sqlite3.Connection, runs: list[dict[str, Any]]
             }
 
 
-def attach_feedback(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+def attach_feedback(conn: Connection, runs: list[dict[str, Any]]) -> None:
     """Put each run's feedback documents (oldest first) on it as ``feedback``."""
     by_id = {run["id"]: run for run in runs}
     ids = list(by_id)
@@ -126,7 +126,7 @@ def attach_feedback(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> Non
             by_id[row["run_id"]].setdefault("_feedback", []).append(orjson.loads(row["doc_json"]))
 
 
-def trace_runs(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
+def trace_runs(conn: Connection, trace_id: str) -> list[dict[str, Any]]:
     """Every stored run of a trace (merged wire dicts, with their attachments and feedback),
     in dotted order."""
     runs = _runs(conn, "trace_id = ?", trace_id)
@@ -135,7 +135,7 @@ def trace_runs(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
     return runs
 
 
-def runs_by_ids(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+def runs_by_ids(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     """The runs ``ids`` that exist (merged, with attachments and feedback), in that order."""
     found: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), _CHUNK):
@@ -149,7 +149,7 @@ def runs_by_ids(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]
     return runs
 
 
-def span_run_ids(conn: sqlite3.Connection, trace_id: str, span_ids: list[str]) -> dict[str, str]:
+def span_run_ids(conn: Connection, trace_id: str, span_ids: list[str]) -> dict[str, str]:
     """{span id: run id} for the runs of a trace answering to ``span_ids``."""
     found: dict[str, str] = {}
     for i in range(0, len(span_ids), _CHUNK):
@@ -163,18 +163,18 @@ def span_run_ids(conn: sqlite3.Connection, trace_id: str, span_ids: list[str]) -
     return found
 
 
-def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
     """One merged run, or None."""
     runs = runs_by_ids(conn, [run_id])
     return runs[0] if runs else None
 
 
-def child_runs(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+def child_runs(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """The direct children of a run, in dotted order."""
     return _runs(conn, "parent_run_id = ?", run_id)
 
 
-def get_attachment(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[str, bytes] | None:
+def get_attachment(conn: Connection, run_id: str, name: str) -> tuple[str, bytes] | None:
     """(content type, bytes) of one attachment, or None."""
     row = conn.execute(
         "SELECT content_type, data FROM attachments WHERE run_id = ? AND name = ?",
@@ -183,6 +183,6 @@ def get_attachment(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[st
     return (row["content_type"], bytes(row["data"])) if row else None
 
 
-def count_runs(conn: sqlite3.Connection) -> int:
+def count_runs(conn: Connection) -> int:
     """Number of stored runs."""
     return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])

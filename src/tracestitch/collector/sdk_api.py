@@ -25,7 +25,7 @@ from .feedback import FeedbackFilter, validate_feedback
 from .ingest import IngestError, format_time_us
 from .projects import TENANT_ID, ProjectExists, ProjectFilter, project_id
 from .run_query import UnsupportedQuery, parse_run_query
-from .store import Store
+from .trace_store import TraceStore
 from .tree import run_view, schema_view
 from .web import BodyReader, Guard, HTTPError, Unsupported, json_response
 
@@ -118,7 +118,7 @@ async def _found(load: Callable[[], T | None], missing: str) -> T:
     return found
 
 
-def sdk_routes(store: Store, guard: Guard, bodies: BodyReader) -> list[Route]:
+def sdk_routes(store: TraceStore, guard: Guard, bodies: BodyReader) -> list[Route]:
     """The LangSmith SDK read routes (and ``/sessions``, ``/feedback`` writes) over ``store``."""
     views = _Views(guard)
 
