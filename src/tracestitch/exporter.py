@@ -183,7 +183,8 @@ def shutdown_at_exit(exporter: Exporter) -> None:
 def shutdown_all(timeout: float | None = None) -> bool:
     """Shut down the process-wide exporter and every one registered with
     :func:`shutdown_at_exit`, concurrently; each gets ``timeout`` (default: its own
-    ``shutdown_timeout``). Returns whether all of them delivered everything. Runs at exit."""
+    policy: at most ``shutdown_max``, less once the sink stalls). Returns whether all of them
+    delivered everything. Runs at exit."""
     targets: list[Exporter] = [_exporter]
     targets.extend(e for e in list(_at_exit) if e is not _exporter)
     results: list[bool] = []
@@ -206,10 +207,14 @@ def shutdown_all(timeout: float | None = None) -> bool:
         thread.start()
     # Each shutdown bounds itself; the join only guards against one that does not.
     for thread, target in zip(threads, targets, strict=True):
-        own = getattr(target, "shutdown_timeout", None)
-        bound = timeout if timeout is not None else own if isinstance(own, float | int) else 2.0
-        thread.join(bound + 1.0)
+        thread.join((timeout if timeout is not None else _own_bound(target)) + 1.0)
     return len(results) == len(threads) and all(results)
+
+
+def _own_bound(target: Exporter) -> float:
+    """The longest ``target.shutdown()`` takes without a timeout, as far as it tells."""
+    bounds = [getattr(target, name, None) for name in ("shutdown_timeout", "shutdown_max")]
+    return max([b for b in bounds if isinstance(b, float | int)], default=2.0)
 
 
 def _shutdown_at_exit() -> None:

@@ -189,6 +189,7 @@ class Settings:
     spool_max_bytes: int = 256 << 20
     max_queue_bytes: int = 64 << 20
     shutdown_timeout: float = 2.0
+    shutdown_max: float = 30.0
     flush_interval: float = 0.2
     post_open_after: float = 2.0
     compression: str = AUTO
@@ -201,6 +202,7 @@ class Settings:
         return {
             "max_queue_bytes": self.max_queue_bytes,
             "shutdown_timeout": self.shutdown_timeout,
+            "shutdown_max": self.shutdown_max,
             "flush_interval": self.flush_interval,
             "post_open_after": self.post_open_after,
             "spool_max_bytes": self.spool_max_bytes,
@@ -235,6 +237,7 @@ ENV_NAMES: dict[str, tuple[tuple[str, ...], Parser]] = {
     "spool_max_bytes": (("TRACESTITCH_SPOOL_MAX_BYTES",), parse_size),
     "max_queue_bytes": (("TRACESTITCH_MAX_QUEUE_BYTES",), parse_size),
     "shutdown_timeout": (("TRACESTITCH_SHUTDOWN_TIMEOUT",), parse_seconds),
+    "shutdown_max": (("TRACESTITCH_SHUTDOWN_MAX",), parse_seconds),
     "flush_interval": (
         ("TRACESTITCH_FLUSH_INTERVAL",),
         lambda n, v: parse_seconds(n, v, allow_zero=False),

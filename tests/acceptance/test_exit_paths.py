@@ -117,6 +117,31 @@ def slow_endpoint() -> Iterator[str]:
         server.server_close()
 
 
+def test_exit_goes_on_while_a_slow_endpoint_keeps_taking_batches() -> None:
+    # 2,000 operations in batches of 200, 0.3 s each: about 3 s, past the 1 s the endpoint
+    # may go without taking a batch, within the 30 s exit may take.
+    code = (
+        TRACES
+        + """
+    import json
+    from tracestitch.exporter import get_exporter, shutdown_all
+    shutdown_all()
+    print(json.dumps(get_exporter().stats()))
+    """
+    )
+    with slow_endpoint() as url:
+        env = clean_env(
+            TRACESTITCH_ENDPOINT=url,
+            TRACESTITCH_SPOOL_DIR="off",
+            TRACESTITCH_SHUTDOWN_TIMEOUT="1",
+        )
+        result = run_script(code, env, "1000")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["sent"] == stats["submitted"] == 2_000, stats
+    assert stats["dropped"] == 0, stats
+
+
 def test_runs_a_slow_endpoint_cannot_take_before_exit_are_counted_as_dropped() -> None:
     code = (
         TRACES
@@ -132,6 +157,7 @@ def test_runs_a_slow_endpoint_cannot_take_before_exit_are_counted_as_dropped() -
             TRACESTITCH_ENDPOINT=url,
             TRACESTITCH_SPOOL_DIR="off",
             TRACESTITCH_SHUTDOWN_TIMEOUT="1",
+            TRACESTITCH_SHUTDOWN_MAX="1",
         )
         result = run_script(code, env, "5000")
     assert result.returncode == 0, result.stderr

@@ -291,6 +291,24 @@ def test_shutdown_is_bounded_and_spools_leftovers(tmp_path: Path) -> None:
         server.capture.event.set()
 
 
+def test_exit_does_not_wait_past_the_timeout_for_an_endpoint_that_takes_nothing(
+    tmp_path: Path,
+) -> None:
+    with ingest_server() as server:
+        server.capture.delay = 5.0  # answers after 5 s: within shutdown_max, past the timeout
+        exporter = BatchExporter(
+            LangSmithSink(server.url), spool=tmp_path, flush_interval=0.01, shutdown_timeout=1.0
+        )
+        for i in range(300):
+            finished_run(i, exporter).post()
+        # As at exit: no timeout given. Nothing is taken within 1 s, so it stops there
+        # (waiting on for the 5-s answer would deliver the first batch instead of spooling it).
+        assert exporter.shutdown() is False
+        stats = exporter.stats()
+        assert stats["spooled"] == 300 and stats["sent"] == 0 and invariant(stats)
+        server.capture.event.set()
+
+
 def test_unstarted_exporter_shutdown_is_instant() -> None:
     exporter = BatchExporter(ListSink())
     assert exporter.shutdown() is True

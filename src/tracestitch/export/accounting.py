@@ -54,7 +54,8 @@ class Ledger:
 
     ``mem_bytes`` is the serialized bytes held in memory (open batch, waiting batches, the one
     being sent). ``stop`` ends the threads; ``spool_at`` is the shutdown deadline after which
-    nothing more is attempted and whatever is left goes to the spool.
+    nothing more is attempted and whatever is left goes to the spool. While the sink keeps
+    taking batches it moves on (see :meth:`begin_exit`).
     """
 
     def __init__(
@@ -68,6 +69,9 @@ class Ledger:
         self.wake = threading.Event()  # pokes the batcher
         self.stop = threading.Event()
         self.spool_at: float | None = None
+        # Set by begin_exit(): how far a delivery moves spool_at on, and up to when.
+        self._exit_stall = 0.0
+        self._exit_until = 0.0
         self.closed = False
         # Set by finalize() at the end of shutdown: the books are closed, a late settle by a
         # thread that outlived the deadline changes nothing.
@@ -90,6 +94,23 @@ class Ledger:
         """Someone waits (flush or shutdown): close batches now rather than on the interval."""
         return self.flush_waiters > 0 or self.spool_at is not None
 
+    def begin_exit(self, start: float, stall: float, until: float) -> None:
+        """Shutdown starts at ``start``: stop sending at ``start + stall`` unless a delivery
+        comes first, each delivery allowing ``stall`` more, never past ``until``. A live
+        endpoint thus gets everything a short process made (a collector takes a few thousand
+        runs a second: 40,000 runs need about 15 s), a dead or stalled one costs ``stall``."""
+        with self.lock:
+            self._exit_stall, self._exit_until = stall, until
+            self.spool_at = min(start + stall, until)
+
+    def delivered(self) -> None:
+        """A batch reached the sink: during shutdown, allow another stall period. Caller
+        holds :attr:`lock`."""
+        if self.spool_at is not None:
+            self.spool_at = max(
+                self.spool_at, min(self.clock() + self._exit_stall, self._exit_until)
+            )
+
     # ------------------------------------------------------------------ counting
 
     def settle(
@@ -101,6 +122,8 @@ class Ledger:
             return
         self.settled += weight
         self.counts[counter] += weight if n is None else n
+        if counter == "sent":
+            self.delivered()
         if self.flush_waiters:
             self.cond.notify_all()
 
@@ -172,9 +195,10 @@ class Ledger:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait_settled(self, target: int, deadline: float) -> bool:
-        """Block until ``target`` operations are settled or ``deadline`` (on :attr:`clock`)
-        passes; pokes the batcher so an open batch closes at once."""
+    def wait_settled(self, target: int, deadline: float | None) -> bool:
+        """Block until ``target`` operations are settled or ``deadline`` (on :attr:`clock`;
+        ``None``: the moving exit deadline :attr:`spool_at`) passes; pokes the batcher so an
+        open batch closes at once."""
         with self.lock:
             if self.settled >= target:
                 return True
@@ -183,7 +207,9 @@ class Ledger:
         try:
             with self.lock:
                 while self.settled < target:
-                    remaining = deadline - self.clock()
+                    end = deadline if deadline is not None else self.spool_at
+                    assert end is not None, "no deadline: begin_exit() not called"
+                    remaining = end - self.clock()
                     if remaining <= 0:
                         return False
                     self.cond.wait(min(remaining, 0.05))

@@ -32,7 +32,8 @@ app configured for LangSmith works unchanged):
                                 directory, one sub-directory per endpoint)
 ``TRACESTITCH_SPOOL_MAX_BYTES`` spool bound (default 256 MiB)
 ``TRACESTITCH_MAX_QUEUE_BYTES`` in-memory bound (default 64 MiB)
-``TRACESTITCH_SHUTDOWN_TIMEOUT`` seconds ``shutdown``/exit may take (default 2)
+``TRACESTITCH_SHUTDOWN_TIMEOUT`` seconds exit waits for an endpoint that takes nothing (2)
+``TRACESTITCH_SHUTDOWN_MAX``    seconds exit goes on delivering to one that does (30)
 ``TRACESTITCH_COMPRESSION``     ``auto``/``gzip``/``zstd``/``none``
 ``TRACESTITCH_CONSOLE``         ``1``: also print each trace as a tree to stderr
 ``TRACESTITCH_FILE``            also write JSON lines to this file
@@ -88,7 +89,7 @@ logger = logging.getLogger("tracestitch.export")
 
 #: ``configure``'s exporter options that take a size or a number of seconds.
 _SIZES = ("max_queue_bytes", "spool_max_bytes", "max_batch_bytes", "item_estimate")
-_SECONDS = ("shutdown_timeout", "post_open_after")
+_SECONDS = ("shutdown_timeout", "shutdown_max", "post_open_after")
 
 
 def _default_spool_root() -> Path:
@@ -339,8 +340,11 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
         def build() -> Exporter:
             return configure(install=False, **settings)
 
-        timeout = settings["shutdown_timeout"]
-        return DeferredExporter(build, shutdown_timeout=timeout).start()
+        return DeferredExporter(
+            build,
+            shutdown_timeout=settings["shutdown_timeout"],
+            shutdown_max=settings["shutdown_max"],
+        ).start()
 
     set_exporter_factory(factory)
     try:

@@ -50,10 +50,12 @@ class DeferredExporter:
         build: Callable[[], Exporter],
         *,
         shutdown_timeout: float = 2.0,
+        shutdown_max: float = 30.0,
         build_wait: float = 10.0,
     ) -> None:
         self._build = build
         self.shutdown_timeout = shutdown_timeout
+        self.shutdown_max = shutdown_max
         self.build_wait = build_wait
         self._lock = threading.Lock()
         self._held: deque[tuple[Op, RunTree]] = deque()
@@ -133,6 +135,7 @@ class DeferredExporter:
         return real.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout: float | None = None) -> bool:
+        given = timeout
         timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         real = self.wait(timeout) if self._started else None
@@ -149,7 +152,9 @@ class DeferredExporter:
                     timeout,
                 )
             return not lost
-        return real.shutdown(max(0.0, deadline - time.monotonic()))
+        # At exit (no timeout given) the real exporter applies its own policy: it goes on
+        # while its sink takes batches.
+        return real.shutdown(None if given is None else max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> Any:
         stats = getattr(self._real, "stats", None)

@@ -122,18 +122,19 @@ class Sender:
             and spool.pending()
         )
 
-    def wait_replayed(self, deadline: float) -> bool:
-        """At shutdown: wait until the spool is replayed while the sink answers, or until
-        ``deadline`` (on the ledger's clock); whether it is empty."""
+    def wait_replayed(self) -> bool:
+        """At shutdown: wait until the spool is replayed while the sink answers, or until the
+        exit deadline (the ledger's ``spool_at``, moved on by each delivery); whether it is
+        empty."""
         ledger, spool = self.ledger, self.ledger.spool
-        if spool is None:
-            return True
+        if spool is None or ledger.spool_at is None:
+            return spool is None
         # What the spool holds is known once this thread has scanned it.
-        if not self.spool_ready.wait(max(0.0, deadline - self._clock())):
+        if not self.spool_ready.wait(max(0.0, ledger.spool_at - self._clock())):
             return False
         with ledger.lock:
             while spool.pending() and not self.down:
-                remaining = deadline - self._clock()
+                remaining = ledger.spool_at - self._clock()
                 if remaining <= 0:
                     return False
                 ledger.cond.notify_all()  # the sender may be idle-waiting on the condition
@@ -186,6 +187,7 @@ class Sender:
         with ledger.lock:
             ledger.counts["replayed"] += len(claim.ops)
             ledger.counts["batches"] += 1
+            ledger.delivered()
             ledger.cond.notify_all()  # shutdown may wait for the spool to empty
         self._outage_replayed += len(claim.ops)
         self._recovered()

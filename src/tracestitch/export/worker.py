@@ -84,7 +84,8 @@ class BatchExporter:
       seconds is posted as it is (and patched at its end), so long and hung runs show up
       while open (:mod:`tracestitch.open_runs`); ``None`` or ``0``: only at their end.
     - ``retry``: a :class:`RetryPolicy`. ``shutdown_timeout``: the default for
-      :meth:`flush`/:meth:`shutdown` (2 s), also used by the ``atexit`` hook.
+      :meth:`flush`/:meth:`shutdown` (2 s); at exit, how long the sink may go without taking a
+      batch. ``shutdown_max``: how long exit goes on delivering while it does (30 s).
     - ``clock``/``sleep``/``rand``: injectable for tests (``sleep`` defaults to an interruptible
       wait that shutdown cuts short).
     """
@@ -103,6 +104,7 @@ class BatchExporter:
         spool_max_bytes: int = 256 << 20,
         retry: RetryPolicy | None = None,
         shutdown_timeout: float = 2.0,
+        shutdown_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
@@ -118,6 +120,7 @@ class BatchExporter:
         self.post_open_after = post_open_after
         self.retry = retry or RetryPolicy()
         self.shutdown_timeout = shutdown_timeout
+        self.shutdown_max = shutdown_max
         self.warn_interval = warn_interval
         self.name = name
         self._clock = clock
@@ -258,9 +261,13 @@ class BatchExporter:
         return self._ledger.wait_settled(self._intake.submitted, deadline)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Deliver what is queued within ``timeout`` seconds (default: ``shutdown_timeout``),
-        spool the rest, stop the threads. Returns whether everything was delivered. Called at
-        exit automatically (:func:`tracestitch.exporter.shutdown_all`).
+        """Deliver what is queued, spool the rest, stop the threads. Returns whether everything
+        was delivered. Called at exit automatically (:func:`tracestitch.exporter.shutdown_all`).
+
+        With ``timeout``, it takes at most that long. Without (as at exit), it goes on while
+        the sink keeps taking batches, up to ``shutdown_max``, and stops once the sink has
+        taken nothing for ``shutdown_timeout``: a live endpoint gets everything a short
+        process made, a dead one costs ``shutdown_timeout``.
 
         While the sink answers, what the spool holds (left by an earlier process, or by this
         one under load) is replayed within the same time. Once the sink fails, what is left
@@ -272,22 +279,24 @@ class BatchExporter:
             if ledger.closed:
                 return ledger.settled >= self._intake.submitted
             ledger.closed = True
-        timeout = self.shutdown_timeout if timeout is None else timeout
+        stall = self.shutdown_timeout if timeout is None else timeout
+        limit = max(stall, self.shutdown_max) if timeout is None else timeout
         start = self._clock()
         # Leave a reserve at the end for writing leftovers to the spool.
-        reserve = min(0.5, timeout * 0.25) if self.spool is not None else 0.0
-        ledger.spool_at = start + timeout - reserve
+        reserve = min(0.5, stall * 0.25) if self.spool is not None else 0.0
+        ledger.begin_exit(start, stall - reserve, start + limit - reserve)
         delivered = True
         if self._started:
-            delivered = self.flush(max(0.0, timeout - reserve))
+            delivered = ledger.wait_settled(self._intake.submitted, None)
             if delivered and self.spool is not None:
-                self._sender.wait_replayed(ledger.spool_at)
+                self._sender.wait_replayed()
         ledger.stop.set()
         ledger.wake.set()
         with ledger.lock:
             ledger.cond.notify_all()
+        end = (ledger.spool_at or start) + reserve
         for thread in self._threads:
-            thread.join(max(0.0, start + timeout - self._clock()))
+            thread.join(max(0.0, end - self._clock()))
         if not self._started or not self._threads[0].is_alive():
             # Nothing was ever started, or the batcher finished: spool what it did not reach.
             self._drain_to_spool()
