@@ -111,7 +111,31 @@ class Ledger:
                 self.spool_at, min(self.clock() + self._exit_stall, self._exit_until)
             )
 
+    # ------------------------------------------------------------------ memory
+
+    def hold(self, size: int) -> None:
+        """``size`` more serialized bytes are held in memory. Caller holds :attr:`lock`."""
+        self.mem_bytes += size
+
+    def release(self, size: int) -> None:
+        """``size`` serialized bytes are no longer held in memory (sent, spooled, or handed
+        on). Caller holds :attr:`lock`."""
+        self.mem_bytes -= size
+
     # ------------------------------------------------------------------ counting
+
+    def sent(self, weight: int) -> None:
+        """A fresh batch of ``weight`` operations reached the sink. Caller holds :attr:`lock`."""
+        self.counts["batches"] += 1
+        self.settle(weight, "sent")
+
+    def replayed(self, ops: int) -> None:
+        """A spooled segment of ``ops`` operations reached the sink (they were settled when
+        spooled: only counted). Caller holds :attr:`lock`."""
+        self.counts["replayed"] += ops
+        self.counts["batches"] += 1
+        self.delivered()
+        self.cond.notify_all()  # shutdown may wait for the spool to empty
 
     def settle(
         self, weight: int, counter: str, n: int | None = None, *, refused: bool = False
@@ -187,7 +211,7 @@ class Ledger:
                 report_internal("export.spool", exc)
         with self.lock:
             if in_memory:
-                self.mem_bytes -= size
+                self.release(size)
             kept_weight = sum(op.weight for op in batch[:kept])
             self.settle(kept_weight, "spooled")
         if kept < len(batch):

@@ -187,7 +187,7 @@ class Batcher:
     def _account(self) -> None:
         if self._unaccounted:
             with self.ledger.lock:
-                self.ledger.mem_bytes += self._unaccounted
+                self.ledger.hold(self._unaccounted)
             self._unaccounted = 0
 
     def _serialize(self, op: Op, run: RunTree) -> int:

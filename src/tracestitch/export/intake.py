@@ -143,7 +143,7 @@ class Intake:
                 or self.queued_bytes + ledger.mem_bytes + size > self.max_bytes
             ):
                 return False
-            ledger.mem_bytes += size
+            ledger.hold(size)
             self.ready_bytes += size
             self.ready.append((op, run_key, ops, size))
         return True
@@ -155,7 +155,7 @@ class Intake:
         with self._ledger.lock:
             op, run_key, ops, charged = self.ready.popleft()
             self.ready_bytes -= charged
-            self._ledger.mem_bytes -= READY_OVERHEAD
+            self._ledger.release(READY_OVERHEAD)
         return op, run_key, ops, charged - READY_OVERHEAD
 
     def take(self, limit: int) -> list[tuple[Op, RunTree]]:

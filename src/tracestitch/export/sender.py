@@ -149,17 +149,16 @@ class Sender:
         outcome = self._attempt(batch)
         if outcome is None:
             with self.ledger.lock:
-                self.ledger.counts["batches"] += 1
                 if self.handoff.release(batch):
-                    self.ledger.mem_bytes -= size
-                    self.ledger.settle(sum(op.weight for op in batch), "sent")
+                    self.ledger.release(size)
+                    self.ledger.sent(sum(op.weight for op in batch))
                 # else shutdown spooled it meanwhile: settled there; a repeat is harmless.
             self._recovered()
             return
         with self.ledger.lock:
             owned = self.handoff.release(batch)
             if owned:
-                self.ledger.mem_bytes -= size
+                self.ledger.release(size)
         if not owned:
             return
         if outcome is _GAVE_UP:
@@ -185,10 +184,7 @@ class Sender:
                 ledger.drop(len(part), _refusal(outcome), settle=False, rejected=True)
         spool.ack(claim)
         with ledger.lock:
-            ledger.counts["replayed"] += len(claim.ops)
-            ledger.counts["batches"] += 1
-            ledger.delivered()
-            ledger.cond.notify_all()  # shutdown may wait for the spool to empty
+            ledger.replayed(len(claim.ops))
         self._outage_replayed += len(claim.ops)
         self._recovered()
 

@@ -320,7 +320,7 @@ class BatchExporter:
         while self._intake.ready:
             _, _, ops, size = self._intake.pop_ready()
             with self._ledger.lock:
-                self._ledger.mem_bytes -= size  # counted again below, as spooled bytes
+                self._ledger.release(size)  # counted again below, as spooled bytes
             batch.extend(ops)
         for op, run in self._intake.take(len(self._intake)):
             try:
