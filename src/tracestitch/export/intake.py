@@ -9,9 +9,11 @@ this split, with the batcher's leaner bookkeeping in the same change, took the e
 all-thread CPU on the ASGI harness from ~60 to ~28 µs a request.) Two things keep it from
 filling up:
 
-- **Coalescing.** ``@traceable`` posts a run at start and patches it at end. A run's post is
-  serialized later, from the live run (``RunTree.to_wire``), so while that post still waits
-  here a patch of the same run adds nothing: the post will carry the end state. Such a patch
+- **Coalescing.** A run is posted once, at its end, except a run still open after
+  ``post_open_after`` (posted by the open-runs sweep, then patched at its end) and a manual
+  ``RunTree.post()`` before ``end()``. A run's post is serialized later, from the live run
+  (``RunTree.to_wire``), so while that post still waits here a patch of the same run adds
+  nothing: the post will carry the end state. Such a patch
   is settled as ``coalesced`` and not queued. The ids of runs whose post waits here are kept
   under the queue's lock, and :meth:`Intake.take` removes them in the same critical section
   that takes the posts, so there are only two orders: the patch sees the id (the post has not
