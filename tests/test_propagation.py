@@ -113,7 +113,7 @@ def test_replicas_keep_project_and_safe_updates_only() -> None:
     remote = extract({"langsmith-trace": ORDER, "baggage": baggage})
     assert remote is not None
     assert remote.replicas == [
-        {"project_name": "proj-a", "updates": {"metadata": {"k": 1}}},
+        {"project_name": "proj-a", "updates": {"metadata": {"k": 1}, "reroot": True}},
         {"project_name": "proj-b"},
     ]
 

@@ -1,18 +1,24 @@
 """The ``baggage`` header: reading our members (``langsmith-metadata``, ``-tags``, ``-project``,
-``-replicas``) into a :class:`~tracestitch.propagation.RemoteParent`, and encoding a run's.
+``-address``, ``-replicas``) into a :class:`~tracestitch.propagation.RemoteParent`, and encoding
+a run's (``-replicas`` is read, never written: the SDKs stopped writing it in January 2026).
 
 Every member is bounded by :class:`~tracestitch.propagation.Limits` and anything malformed is
-counted (:mod:`tracestitch.header_stats`) and dropped. Both directions are cached by raw value:
-an upstream sends the same baggage on every request, and a run's metadata repeats from run to run.
+counted (:mod:`tracestitch.header_stats`) and dropped. Values are read with plus-as-space:
+OpenTelemetry's Python propagator re-encodes baggage values with ``quote_plus`` on the way
+through an OTel service, and LangSmith's writers (ours included) percent-encode every ``+``, so a
+bare ``+`` can only be such a space. Both directions are cached by raw value: an upstream sends
+the same baggage on every request, and a run's metadata repeats from run to run.
+
+Only the user's metadata goes out: the keys a service records about itself
+(:data:`LOCAL_METADATA_KEYS`) stay in that service's runs.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_plus
 
 import orjson
 
@@ -24,16 +30,41 @@ if TYPE_CHECKING:
     from tracestitch.propagation import Limits, RemoteParent
     from tracestitch.run_tree import RunTree
 
+__all__ = ["LOCAL_METADATA_KEYS", "SERVER_ADDRESS_KEY", "SERVICE_KEY"]
+
+#: Metadata key of the service a run was made in (the middleware's ``service=``).
+SERVICE_KEY = "service"
+#: Metadata key of the ``host:port`` a server run was served on.
+SERVER_ADDRESS_KEY = "server.address"
+#: Facts a service records about itself in its runs' metadata. They never ride in outgoing
+#: baggage: a downstream service would label its runs with this one's name and address.
+LOCAL_METADATA_KEYS = frozenset((SERVICE_KEY, SERVER_ADDRESS_KEY))
+
 _META = "langsmith-metadata"
 _TAGS = "langsmith-tags"
 _PROJECT = "langsmith-project"
+_ADDRESS = "langsmith-address"
 _REPLICAS = "langsmith-replicas"
-_OURS = frozenset((_META, _TAGS, _PROJECT, _REPLICAS))
-#: The ``trust`` name of each of our members.
-_FIELDS = {_META: "metadata", _TAGS: "tags", _PROJECT: "project", _REPLICAS: "replicas"}
-#: Fields a header may set on a replica: where it goes and harmless annotations. Never an API
-#: URL or key: a header must not send runs elsewhere with this service's credentials.
-_REPLICA_UPDATE_FIELDS = frozenset(("metadata", "tags"))
+_OURS = frozenset((_META, _TAGS, _PROJECT, _ADDRESS, _REPLICAS))
+#: The ``trust`` name of each of our members. An address is a destination, as a project is,
+#: so trusting the caller's project trusts its address.
+_FIELDS = {
+    _META: "metadata",
+    _TAGS: "tags",
+    _PROJECT: "project",
+    _ADDRESS: "project",
+    _REPLICAS: "replicas",
+}
+#: Fields a header may set on a replica: where it goes, harmless annotations, and ``reroot``
+#: (the SDKs' re-parenting control). Never an API URL or key: a header must not send runs
+#: elsewhere with this service's credentials.
+_REPLICA_UPDATE_FIELDS = frozenset(("metadata", "tags", "reroot"))
+#: An agent address as the SDKs write it: ``lrn:agents/<id>/environments/<env>``, the id a
+#: DNS label, the environment one of four (the SDKs accept it in any case, write it lower).
+_ADDRESS_RE = re.compile(
+    r"lrn:agents/([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)/environments/"
+    r"((?i:local|development|staging|production))"
+)
 
 
 def _baggage_members(found: dict[str, list[Any]], limits: Limits) -> list[tuple[str, str]]:
@@ -75,7 +106,7 @@ def _decoded(raw: str) -> str | None:
         _reject("baggage_member_invalid")
         return None
     try:
-        return unquote(raw, errors="strict")
+        return unquote_plus(raw, errors="strict")
     except UnicodeDecodeError:
         _reject("baggage_member_invalid")
         return None
@@ -149,6 +180,15 @@ def _parse_project(text: str, limits: Limits) -> str | None:
     return project
 
 
+def _parse_address(text: str) -> str | None:
+    """The address in its canonical form (id as sent, environment lower-cased), or ``None``."""
+    m = _ADDRESS_RE.fullmatch(text.strip())
+    if m is None:
+        _reject("address_invalid")
+        return None
+    return f"lrn:agents/{m.group(1)}/environments/{m.group(2).lower()}"
+
+
 def _parse_replicas(text: str, limits: Limits) -> list[dict[str, Any]] | None:
     value = _json_value(text, limits, "replicas")
     if not isinstance(value, list):
@@ -182,7 +222,11 @@ def _trusts(trust: bool | Collection[str], field: str) -> bool:
 
 
 _BaggageFields = tuple[
-    "dict[str, Any] | None", "list[str] | None", "str | None", "list[dict[str, Any]] | None"
+    "dict[str, Any] | None",
+    "list[str] | None",
+    "str | None",
+    "str | None",
+    "list[dict[str, Any]] | None",
 ]
 #: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
 #: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
@@ -196,7 +240,10 @@ def _apply_baggage(
     found: dict[str, list[Any]],
     trust: bool | Collection[str],
     limits: Limits,
-) -> None:
+) -> bool:
+    """Set ``parent``'s fields from the baggage; ``False`` when the parent is not to be
+    followed at all: it names both a project and an address, which the SDKs refuse (joining
+    the trace in either destination would misfile it)."""
     values = found[BAGGAGE]
     key = None
     # Keyed by the raw value, str or bytes (ASGI servers hand bytes over): bytes that are not
@@ -206,13 +253,13 @@ def _apply_baggage(
         key = (values[0], trust_key, limits)
         cached = _baggage_cache.get(key)
         if cached is not None:
-            metadata, tags, parent.project_name, parent.replicas = cached
+            metadata, tags, parent.project_name, parent.address, parent.replicas = cached
             # Copies: whoever holds the RemoteParent may change them; the cache must not.
             parent.metadata = None if metadata is None else dict(metadata)
             parent.tags = None if tags is None else list(tags)
-            return
+            return True
     before = header_stats.rejections()
-    metadata = tags = project = replicas = None
+    metadata = tags = project = address = replicas = None
     for name, value in _baggage_members(found, limits):
         if name not in _OURS or not _trusts(trust, _FIELDS[name]):
             continue
@@ -225,12 +272,18 @@ def _apply_baggage(
             tags = _parse_tags(text, limits)
         elif name == _PROJECT:
             project = _parse_project(text, limits)
+        elif name == _ADDRESS:
+            address = _parse_address(text)
         else:
             replicas = _parse_replicas(text, limits)
-    parent.metadata, parent.tags, parent.project_name, parent.replicas = (
+    if project is not None and address is not None:
+        _reject("baggage_project_and_address")
+        return False
+    parent.metadata, parent.tags, parent.project_name, parent.address, parent.replicas = (
         metadata,
         tags,
         project,
+        address,
         replicas,
     )
     if key is not None and header_stats.rejections() == before:
@@ -238,11 +291,13 @@ def _apply_baggage(
             None if metadata is None else dict(metadata),
             None if tags is None else list(tags),
             project,
+            address,
             replicas,
         )
         if len(_baggage_cache) >= _BAGGAGE_CACHE_SIZE:
             _baggage_cache.clear()
         _baggage_cache[key] = fields
+    return True
 
 
 _quote_cache: dict[bytes | str, str] = {}
@@ -261,11 +316,20 @@ def _quoted(raw: bytes | str) -> str:
     return encoded
 
 
+def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    # Checked key by key rather than by set intersection: this runs on every outgoing call,
+    # and most runs carry both facts (a server run's children inherit them).
+    if SERVICE_KEY in metadata or SERVER_ADDRESS_KEY in metadata:
+        return {k: v for k, v in metadata.items() if k not in LOCAL_METADATA_KEYS}
+    return metadata
+
+
 def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
     members: list[str] = []
-    if run.metadata:
+    metadata = _user_metadata(run.metadata) if run.metadata else None
+    if metadata:
         try:
-            encoded = _quoted(orjson.dumps(run.metadata, default=str))
+            encoded = _quoted(orjson.dumps(metadata, default=str))
         except (TypeError, ValueError):  # not JSON text (a lone surrogate, a huge int ...)
             encoded = ""
             _reject("outgoing_metadata_invalid")
@@ -275,17 +339,10 @@ def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
             _reject("outgoing_metadata_too_large")
     if run.tags:
         members.append(f"{_TAGS}={_quoted(','.join(run.tags))}")
-    if run.project_name:
+    # A run goes to its address or to its project, never both (the SDKs refuse a parent that
+    # names both), so the address, when there is one, is the destination passed on.
+    if run.address is not None:
+        members.append(f"{_ADDRESS}={_quoted(run.address)}")
+    elif run.project_name:
         members.append(f"{_PROJECT}={_quoted(run.project_name)}")
-    if run.replicas:
-        safe = [
-            {
-                "project_name": r["project_name"],
-                **({"updates": r["updates"]} if "updates" in r else {}),
-            }
-            for r in run.replicas
-            if isinstance(r, dict) and r.get("project_name")
-        ]
-        if safe:
-            members.append(f"{_REPLICAS}={quote(json.dumps(safe, separators=(',', ':')))}")
     return members

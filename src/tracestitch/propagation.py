@@ -93,9 +93,16 @@ class RemoteParent:
     metadata: dict[str, Any] | None = None
     tags: list[str] | None = None
     project_name: str | None = None
+    #: The caller's destination when it names an agent address instead of a project
+    #: (``lrn:agents/<id>/environments/<env>``, from the ``langsmith-address`` member).
+    address: str | None = None
     replicas: list[dict[str, Any]] | None = None
     tracestate: str | None = None
     from_w3c: bool = False
+    #: The W3C sampled flag of an OpenTelemetry caller: ``False`` (``-00``) means the caller
+    #: records nothing of this request, so neither does this service (nor, told by the
+    #: ``-00`` it passes on, the next one).
+    sampled: bool = True
 
 
 def extract(
@@ -107,7 +114,9 @@ def extract(
     """The caller's run as told by ``headers``, or ``None`` (absent, or not to be believed).
 
     ``trust`` says what ``baggage`` may set here: ``True`` (all), ``False`` (nothing: ids only),
-    or a subset of ``{"metadata", "tags", "project", "replicas"}``.
+    or a subset of ``{"metadata", "tags", "project", "replicas"}`` (``"project"`` also covers
+    the ``langsmith-address`` member: both name where the runs go). A parent whose trusted
+    baggage names both a project and an address is not followed (``None``), as the SDKs do.
     """
     try:
         return _extract(headers, trust, limits)
@@ -141,8 +150,8 @@ def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> Rem
     state = _single(found, TRACESTATE, limits.max_tracestate_bytes)
     if state:
         parent.tracestate = _parse_tracestate(state)
-    if trust is not False and BAGGAGE in found:
-        _apply_baggage(parent, found, trust, limits)
+    if trust is not False and BAGGAGE in found and not _apply_baggage(parent, found, trust, limits):
+        return None
     return parent
 
 
@@ -153,14 +162,14 @@ def _from_traceparent(found: dict[str, list[Any]]) -> RemoteParent | None:
     parsed = _parse_traceparent(text)
     if parsed is None:
         return None
-    trace_hex, span_hex = parsed
+    trace_hex, span_hex, sampled = parsed
     # An OpenTelemetry caller has no dotted order: synthesise root and parent segments at "now"
     # so the children sort after them; the trace id and span id survive exactly.
     now = ids.now_micros()
     trace_id = ids.uuid_from_w3c(trace_hex)
     span_id = ids.uuid_from_w3c(trace_hex, span_hex)
     order = f"{ids.format_segment(now, trace_id)}.{ids.format_segment(now, span_id)}"
-    return RemoteParent(order, trace_id, span_id, trace_id, now, from_w3c=True)
+    return RemoteParent(order, trace_id, span_id, trace_id, now, from_w3c=True, sampled=sampled)
 
 
 def extract_parent(

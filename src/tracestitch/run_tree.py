@@ -99,6 +99,7 @@ class RunTree:
         "_remote",
         "_skew_us",
         "_tracestate",
+        "address",
         "attachments",
         "child_execution_order",
         "distributed_parent_id",
@@ -133,6 +134,9 @@ class RunTree:
     name: str
     run_type: str
     project_name: str
+    #: An agent address (``lrn:agents/<id>/environments/<env>``) the run is sent to instead of
+    #: its project, as LangSmith 0.14+ addresses runs; inherited from a caller that named one.
+    address: str | None
     parent_run: RunTree | None
     parent_run_id: uuid.UUID | None
     start_time_us: int
@@ -200,6 +204,7 @@ class RunTree:
         events: list[dict[str, Any]] | None = None,
         exporter: Exporter | None = None,
         client: Exporter | None = None,
+        address: str | None = None,
     ) -> None:
         self.id = ids.uuid7() if id is None else _as_uuid(id)
         self.name = name
@@ -249,6 +254,8 @@ class RunTree:
             self.trace_id = parent_run.trace_id
             self.dotted_order = f"{parent_run.dotted_order}.{ids.format_segment(start, self.id)}"
             self.project_name = project_name or session_name or parent_run.project_name
+            # A project named here outranks an inherited address (as in the SDKs).
+            self.address = address or (None if project_name or session_name else parent_run.address)
             if parent_run.metadata:
                 meta = {**parent_run.metadata, **meta}
             if parent_run.tags:
@@ -291,6 +298,7 @@ class RunTree:
                     root = ids.format_segment(self.start_time_us, self.trace_id)
                     self.dotted_order = f"{root}.{self.dotted_order}"
             self.project_name = project_name or session_name or default_project()
+            self.address = address
             self.tracing_enabled = True if tracing_enabled is None else tracing_enabled
             self.exporter = exporter if exporter is not None else client
             self.replicas = list(replicas) if replicas else None
@@ -340,6 +348,7 @@ class RunTree:
             run.execution_order = run.child_execution_order = 1
             run.attachments = {}
             run.replicas = None
+            run.address = None
             run.invocation_params = None
             run.exporter = None
             run._children = None
@@ -358,6 +367,8 @@ class RunTree:
             run.project_name = remote.project_name
         if remote.replicas:
             run.replicas = remote.replicas
+        if remote.address is not None and "project_name" not in inherit:
+            run.address = remote.address
         run._tracestate = remote.tracestate
         run.distributed_parent_id = remote.run_id
         if run._id_text is None and run.dotted_order is remote.dotted_order:
@@ -444,6 +455,7 @@ class RunTree:
         else:
             child._id_text = None
         child.project_name = project_name or self.project_name
+        child.address = None if project_name else self.address
         parent_meta = self.metadata
         if metadata:
             child.metadata = {**parent_meta, **metadata} if parent_meta else dict(metadata)
@@ -489,6 +501,7 @@ class RunTree:
         run.dotted_order = ids.format_timestamp(start) + text
         run._id_text = (run_id, text, run_id, text, None, None)
         run.project_name = project_name or default_project()
+        run.address = None
         run.metadata = dict(metadata) if metadata else {}
         run.tags = list(tags) if tags else []
         run.inputs = _as_dict(inputs, "input")
@@ -738,6 +751,11 @@ class RunTree:
         # serialize this dict as it is.
         if parent_text is not None:
             wire["parent_run_id"] = parent_text
+        if self.address is not None:
+            # Addressed, not filed by project: the SDKs send the address alone, and the
+            # backend would prefer a project sent beside it.
+            wire["address"] = self.address
+            del wire["session_name"]
         if op == "post":
             wire["inputs"] = self.inputs
             if self.serialized is not None:

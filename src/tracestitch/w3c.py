@@ -37,19 +37,21 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
-def _parse_traceparent(text: str) -> tuple[str, str] | None:
+def _parse_traceparent(text: str) -> tuple[str, str, bool] | None:
+    """``(trace id hex, parent span id hex, sampled)``, or ``None`` (counted)."""
     m = _TRACEPARENT_RE.fullmatch(text)
     if m is None:
         _reject("traceparent_malformed")
         return None
-    version, trace_hex, span_hex, _flags, rest = m.groups()
+    version, trace_hex, span_hex, flags, rest = m.groups()
     if version == "ff" or (version == "00" and rest) or trace_hex == _ZERO_TRACE:
         _reject("traceparent_invalid")
         return None
     if span_hex == _ZERO_SPAN:
         _reject("traceparent_invalid")
         return None
-    return trace_hex, span_hex
+    # Bit 0 of the flags is "sampled"; the other bits are not ours to interpret.
+    return trace_hex, span_hex, bool(int(flags, 16) & 1)
 
 
 def _parse_tracestate(text: str) -> str | None:

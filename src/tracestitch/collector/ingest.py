@@ -34,7 +34,7 @@ OpKind = Literal["post", "patch"]
 
 # Fields whose wire type we check; anything else is kept as sent so that newer SDK fields survive.
 _DICT_FIELDS = ("inputs", "outputs", "extra", "serialized")
-_STR_FIELDS = ("name", "run_type", "session_name", "dotted_order")
+_STR_FIELDS = ("name", "run_type", "session_name", "dotted_order", "address")
 _UUID_FIELDS = ("trace_id", "parent_run_id", "reference_example_id", "session_id")
 _TIME_FIELDS = ("start_time", "end_time")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

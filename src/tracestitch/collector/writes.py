@@ -144,7 +144,13 @@ def write_ops(
     names = _project_names(conn, list(merged.values()))
     for run_id, (post, patch) in state.items():
         run = merged[run_id]
-        project = run.get("session_name") or names.get(run.get("session_id") or "") or "default"
+        project = (
+            run.get("session_name")
+            or names.get(run.get("session_id") or "")
+            # An addressed run (LangSmith 0.14+) names no project: filed under its address.
+            or (run.get("address") if isinstance(run.get("address"), str) else None)
+            or "default"
+        )
         projects.add(project)
         usage = usage_from_wire(run)
         end_us = time_us(run.get("end_time"))

@@ -17,6 +17,7 @@ import random
 from http import HTTPStatus
 from typing import Any
 
+from tracestitch.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
 from tracestitch.context import LOCAL, tracing_enabled, tracing_mode
 from tracestitch.exporter import LOCAL_ONLY
 from tracestitch.middleware._options import (
@@ -111,7 +112,8 @@ class ServerTracer(RequestRecorder):
         self.trace_header = options.trace_id_header.lower() if options.trace_id_header else None
         self._project = options.project_name
         self._tags = list(options.tags) if options.tags else None
-        self._meta: dict[str, Any] = {**(options.metadata or {}), "service": self.service}
+        # The service's own facts (never sent downstream: see baggage.LOCAL_METADATA_KEYS).
+        self._meta: dict[str, Any] = {**(options.metadata or {}), SERVICE_KEY: self.service}
         self._meta_by_server: dict[tuple[Any, Any], dict[str, Any]] = {}
         matcher = PathMatcher(options.exclude)
         self._exclude = matcher if matcher else None
@@ -132,7 +134,7 @@ class ServerTracer(RequestRecorder):
         service = default_service_name(app)
         if service != self.service:
             self.service = service
-            self._meta = {**self._meta, "service": service}
+            self._meta = {**self._meta, SERVICE_KEY: service}
             self._meta_by_server = {}
 
     # -- deciding ------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class ServerTracer(RequestRecorder):
             if found is None:
                 host, port = server
                 address = str(host) if port is None else f"{host}:{port}"
-                found = {**meta, "server.address": address}
+                found = {**meta, SERVER_ADDRESS_KEY: address}
                 if len(self._meta_by_server) < 64:  # bounded: servers are few
                     self._meta_by_server[server] = found
             meta = found
