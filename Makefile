@@ -6,13 +6,24 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test demo bench lint typecheck unit install clean chromium node screenshot
 
+DEMO_STAMP := $(VENV)/.demo-installed
+
 $(BIN)/python:
+	@echo "Creating a virtual environment in $(VENV) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing tracestitch and its development toolchain into $(VENV) (first run only) ..."
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The demo needs only its own extra, not the test toolchain (which includes it).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; else \
+	  echo "Installing tracestitch and the demo's dependencies into $(VENV) (first run only) ..."; \
+	  $(BIN)/python -m pip install --quiet -e '.[demo]'; fi
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -43,7 +54,7 @@ unit: install chromium node
 
 test: lint typecheck unit
 
-demo: install
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m tracestitch.demo $(ARGS)
 
 # Regenerate the README's picture of the viewer from the browser test.

@@ -56,9 +56,9 @@ def test_show_prints_tree(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith(f"trace {trace_id}")
-    assert "└─ GET /checkout [chain] gateway 120.0 ms ok" in lines[1]
-    assert "├─ POST /orders [chain] orders 80.0 ms ok" in lines[2]
-    assert "summarise [llm] orders 50.0 ms ok 150 tok" in out
+    assert "└─ GET /checkout [chain] gateway 120.0 ms success" in lines[1]
+    assert "├─ POST /orders [chain] orders 80.0 ms success" in lines[2]
+    assert "summarise [llm] orders 50.0 ms success 150 tok" in out
     assert "! ValueError: card declined" in out
     assert main(["show", trace_id, "--db", str(db), "--color", "always"]) == 0
     assert "\x1b[" in capsys.readouterr().out
@@ -77,7 +77,9 @@ def test_errors_say_what_to_do(
     assert "cannot reach" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", [[], ["serve"], ["traces"], ["show"], ["tail"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["serve"], ["traces"], ["show"], ["tail"], ["export"], ["import"]]
+)
 def test_help_everywhere(cmd: list[str]) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tracestitch.cli", *cmd, "--help"],

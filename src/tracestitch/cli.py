@@ -1,4 +1,5 @@
-"""The ``tracestitch`` command: ``serve``, ``traces``, ``show``, ``tail`` and ``demo``.
+"""The ``tracestitch`` command: ``serve``, ``traces``, ``show``, ``tail``, ``export``,
+``import`` and ``demo``.
 
 ``traces``/``show``/``tail`` read the collector's SQLite database directly by default (so they
 work whether or not ``serve`` is running, and need no key on your own machine); ``--url`` reads a
@@ -9,10 +10,12 @@ Heavy imports happen inside each command, so ``tracestitch --help`` stays instan
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import re
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +32,9 @@ class CLIError(Exception):
 class _Source(Protocol):
     def traces(self, params: dict[str, Any]) -> dict[str, Any]: ...
 
-    def trace(self, trace_id: str) -> dict[str, Any] | None: ...
+    def trace(self, ref: str) -> dict[str, Any] | None: ...
+
+    def post(self, runs: list[dict[str, Any]]) -> int: ...
 
 
 class _DbSource:
@@ -48,13 +53,27 @@ class _DbSource:
 
         return self.store.list_traces(TraceFilter(**params))
 
-    def trace(self, trace_id: str) -> dict[str, Any] | None:
+    def trace(self, ref: str) -> dict[str, Any] | None:
+        from tracestitch.collector.query import TraceRefError, resolve_trace_ref
         from tracestitch.collector.tree import build_trace
 
-        runs = self.store.trace_runs(trace_id)
-        if not runs:
+        try:
+            trace_id = resolve_trace_ref(ref, self.store.trace_ids_with_prefix)
+        except TraceRefError as exc:
+            raise CLIError(f"{exc}; copy one from `tracestitch traces`") from None
+        runs = self.store.trace_runs(trace_id) if trace_id else []
+        if not trace_id or not runs:
             return None
         return build_trace(trace_id, runs, self.store.trace_summary(trace_id))
+
+    def post(self, runs: list[dict[str, Any]]) -> int:
+        from tracestitch.collector.ingest import IngestError, validate_op
+
+        try:
+            ops = [validate_op("post", run, f"runs[{i}]") for i, run in enumerate(runs)]
+        except IngestError as exc:
+            raise CLIError(str(exc)) from None
+        return self.store.ingest(ops)
 
 
 class _HttpSource:
@@ -62,25 +81,38 @@ class _HttpSource:
         self.url = url.rstrip("/")
         self.api_key = api_key
 
-    def _get(self, path: str) -> Any:
-        import json
+    def _get(self, path: str, body: Any = None) -> Any:
         import urllib.error
         import urllib.request
 
-        request = urllib.request.Request(self.url + path, headers={"accept": "application/json"})
+        headers = {"accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, headers=headers)
         if self.api_key:
             request.add_header("x-api-key", self.api_key)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
+            if exc.code == 401 and self.api_key:
+                raise CLIError(
+                    "the collector rejected the API key (--api-key or TRACESTITCH_API_KEY):"
+                    " it is not the one it requires"
+                ) from None
             if exc.code == 401:
                 raise CLIError(
-                    "the collector wants an API key: pass --api-key or set TRACESTITCH_API_KEY"
+                    "the collector requires an API key: pass --api-key or set TRACESTITCH_API_KEY"
                 ) from None
-            raise CLIError(f"{self.url} answered {exc.code}: {exc.read()[:200]!r}") from None
+            try:
+                detail = json.loads(exc.read()).get("detail")
+            except (ValueError, AttributeError):
+                detail = None
+            raise CLIError(f"{self.url} answered {exc.code}: {detail or exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise CLIError(
                 f"cannot reach the collector at {self.url} ({exc}). Is `tracestitch serve`"
@@ -90,18 +122,26 @@ class _HttpSource:
     def traces(self, params: dict[str, Any]) -> dict[str, Any]:
         from urllib.parse import urlencode
 
-        names = {"text": "q", "min_duration_us": "min_duration_ms"}
+        # The API's names and units for the store's filter fields.
+        names = {"text": "q", "min_duration_us": "min_duration_ms", "start_gte_us": "start_gte"}
+        scale = {"min_duration_us": 1e3, "start_gte_us": 1e6}
         query = {
-            names.get(k, k): (v / 1000 if k == "min_duration_us" else v)
+            names.get(k, k): (v / scale[k] if k in scale else v)
             for k, v in params.items()
             if v is not None
         }
         doc = self._get("/api/traces?" + urlencode(query))
         return doc if isinstance(doc, dict) else {"traces": [], "total": 0}
 
-    def trace(self, trace_id: str) -> dict[str, Any] | None:
-        doc = self._get(f"/api/traces/{trace_id}")
+    def trace(self, ref: str) -> dict[str, Any] | None:
+        from urllib.parse import quote
+
+        doc = self._get(f"/api/traces/{quote(ref, safe='')}")
         return doc if isinstance(doc, dict) else None
+
+    def post(self, runs: list[dict[str, Any]]) -> int:
+        self._get("/runs/batch", {"post": runs})
+        return len(runs)
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -120,29 +160,66 @@ def _color(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty()
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def _since(text: str) -> float:
+    """``--since``: a duration such as ``90s``, ``15m``, ``2h``, ``7d`` in seconds."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    if not found:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a number and a unit, such as 90s, 15m, 2h, 7d, 1w"
+        )
+    return float(found[1]) * _UNITS[found[2]]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: 0 to 65535 (0 = any free)")
+    return port
+
+
 def _filters(args: argparse.Namespace, limit: int) -> dict[str, Any]:
+    since = int((time.time() - args.since) * 1_000_000) if args.since is not None else None
     return {
         "project": args.project,
         "service": args.service,
         "status": args.status,
         "text": args.search,
+        "start_gte_us": since,
         "limit": limit,
     }
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from tracestitch.collector.server import serve
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from tracestitch.collector.migrations import SchemaTooNew
+    from tracestitch.collector.server import default_db_path, serve
+
+    db = Path(args.db).expanduser() if args.db else default_db_path()
     try:
         serve(
             host=args.host,
             port=args.port,
-            db_path=Path(args.db).expanduser() if args.db else None,
+            db_path=db,
             api_key=args.api_key or os.environ.get("TRACESTITCH_API_KEY"),
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
             max_runs=args.max_runs,
             max_age_days=args.max_age_days,
         )
+    except (sqlite3.DatabaseError, SchemaTooNew) as exc:
+        raise CLIError(
+            f"{db} is not a tracestitch database it can use ({exc}). Pass another --db path."
+        ) from None
     except OSError as exc:
         raise CLIError(f"cannot start the collector: {exc}. Try another --port or --db.") from None
     return 0
@@ -152,29 +229,68 @@ def _cmd_traces(args: argparse.Namespace) -> int:
     from tracestitch.collector.terminal import render_trace_line
 
     page = _source(args).traces(_filters(args, args.limit))
+    if args.json:
+        _print_json(page)
+        return 0
     if not page["traces"]:
-        print("no traces yet", file=sys.stderr)
+        filtered = any(v is not None for k, v in _filters(args, 0).items() if k != "limit")
+        print("no traces match" if filtered else "no traces yet", file=sys.stderr)
     for trace in page["traces"]:
         print(render_trace_line(trace, color=_color(args)))
     return 0
 
 
+def _load_trace(args: argparse.Namespace) -> dict[str, Any] | None:
+    doc = _source(args).trace(args.trace_id)
+    if doc is None:
+        print(
+            f"no trace {args.trace_id}; list the stored ones with `tracestitch traces`",
+            file=sys.stderr,
+        )
+    return doc
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from tracestitch.collector.terminal import render_trace
 
-    try:
-        trace_id = str(uuid.UUID(args.trace_id))
-    except ValueError:
-        raise CLIError(
-            f"{args.trace_id!r} is not a trace id; copy one from `tracestitch traces`"
-        ) from None
-    doc = _source(args).trace(trace_id)
+    doc = _load_trace(args)
     if doc is None:
-        print(
-            f"no trace {trace_id}; list the stored ones with `tracestitch traces`", file=sys.stderr
-        )
         return 1
-    print(render_trace(doc, color=_color(args)))
+    if args.json:
+        _print_json(doc)
+    else:
+        print(render_trace(doc, color=_color(args), detail=args.detail))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tracestitch.collector.transfer import export_document
+
+    doc = _load_trace(args)
+    if doc is None:
+        return 1
+    text = json.dumps(export_document(doc), indent=2, ensure_ascii=False, default=str)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {len(doc['runs'])} runs to {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from tracestitch.collector.ingest import IngestError
+    from tracestitch.collector.transfer import import_ops
+
+    source = _source(args)
+    for name in args.files:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+            ops = import_ops(json.loads(text), name)
+        except (OSError, ValueError, IngestError) as exc:
+            raise CLIError(f"cannot import {name}: {exc}") from None
+        count = source.post([op.data for op in ops])
+        print(f"imported {count} runs from {name}", file=sys.stderr)
     return 0
 
 
@@ -215,20 +331,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
-def _add_source_options(parser: argparse.ArgumentParser) -> None:
+def _add_source_options(parser: argparse.ArgumentParser, *, color: bool = True) -> None:
     parser.add_argument("--db", help=DB_HELP)
-    parser.add_argument("--url", help="read a running collector's HTTP API instead of --db")
+    parser.add_argument("--url", help="use a running collector's HTTP API instead of --db")
     parser.add_argument("--api-key", help="API key for --url (default: $TRACESTITCH_API_KEY)")
-    parser.add_argument(
-        "--color", choices=("auto", "always", "never"), default="auto", help="ANSI colour"
-    )
+    if color:
+        parser.add_argument(
+            "--color", choices=("auto", "always", "never"), default="auto", help="ANSI colour"
+        )
 
 
 def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    from tracestitch.collector.terminal import STATUS_WORDS
+
     parser.add_argument("--project", help="only traces of this project")
     parser.add_argument("--service", help="only traces touching this service")
-    parser.add_argument("--status", choices=("success", "error", "pending"))
+    parser.add_argument("--status", choices=STATUS_WORDS, help="only traces with this status")
     parser.add_argument("--search", help="text to find in run names, inputs, outputs, errors")
+    parser.add_argument(
+        "--since", type=_since, metavar="DURATION", help="only traces started within: 15m, 2h, 7d"
+    )
+
+
+TRACE_ID_HELP = "trace id, or 8 or more of its first characters (from `tracestitch traces`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracestitch", description="Distributed traces on the LangSmith run model."
     )
+    from tracestitch import __version__
+
+    parser.add_argument("--version", action="version", version=f"tracestitch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -248,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8700, help="port (default 8700; 0 = any free)")
+    p.add_argument("--port", type=_port, default=8700, help="port (default 8700; 0 = any free)")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--api-key", help="require this x-api-key (default: $TRACESTITCH_API_KEY)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (MB)")
@@ -266,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     _add_filter_options(p)
     p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON page instead")
     p.set_defaults(func=_cmd_traces)
 
     p = sub.add_parser(
@@ -273,9 +402,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one trace as a tree",
         description=("Print a trace as a tree with durations, services and errors."),
     )
-    p.add_argument("trace_id", help="trace id (from `tracestitch traces`)")
+    p.add_argument("trace_id", help=TRACE_ID_HELP)
     _add_source_options(p)
+    p.add_argument(
+        "--detail", action="store_true", help="each run's inputs, outputs, metadata, whole error"
+    )
+    p.add_argument("--json", action="store_true", help="print the API's JSON document instead")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "export",
+        help="write one trace as a JSON file",
+        description=(
+            "Write a trace's runs (LangSmith wire runs) as one JSON document, for"
+            " `tracestitch import` into another collector. Attachments and feedback stay behind."
+        ),
+    )
+    p.add_argument("trace_id", help=TRACE_ID_HELP)
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    _add_source_options(p, color=False)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="load traces written by `tracestitch export`",
+        description="Store the runs of export files (`-`: standard input) in --db or at --url.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="export files")
+    _add_source_options(p, color=False)
+    p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser(
         "tail",
@@ -308,6 +463,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"tracestitch: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `tracestitch traces | head`: the reader has gone. Stop quietly, as Unix tools do, and
+        # point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the pipe
 
 
 if __name__ == "__main__":

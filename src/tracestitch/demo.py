@@ -527,9 +527,15 @@ def run(args: argparse.Namespace, console: Console, workdir: Path) -> int:
             console.line(paint(f"view: {collector.url}/traces/{item.trace_id}", _DIM))
 
         console.line()
-        console.line(f"The viewer: {paint(collector.url + '/', _CYAN)}")
         if args.keep:
+            console.line(f"The viewer: {paint(collector.url + '/', _CYAN)}")
             return keep_running(services, console, db, workdir)
+        # The collector stops with the demo: say how to keep it up to open those links.
+        console.line(
+            "To explore these traces in the web viewer, run the demo with --keep"
+            " (make demo ARGS=--keep, or tracestitch demo --keep): it then leaves the collector"
+            " and the services running until Ctrl-C."
+        )
         return 0
     finally:
         console.line()
@@ -580,8 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = _missing_requirements()
     if missing:
         print(
-            f"tracestitch demo: error: the demo needs {', '.join(missing)}:"
-            f" pip install 'tracestitch[all]' {' '.join(missing)}",
+            f"tracestitch demo: error: the demo needs {', '.join(missing)}: install tracestitch"
+            " with its demo extra (in a checkout: pip install -e '.[demo]')",
             file=sys.stderr,
         )
         return 1

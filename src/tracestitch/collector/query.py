@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["TraceFilter", "build_trace_query", "like_pattern"]
+__all__ = [
+    "MIN_PREFIX",
+    "TraceFilter",
+    "TraceRefError",
+    "build_trace_query",
+    "like_pattern",
+    "resolve_trace_ref",
+]
+
+#: The shortest trace-id prefix accepted in place of a whole id (as `git` takes short hashes).
+MIN_PREFIX = 8
+_PREFIX = re.compile(r"[0-9a-f-]+")
 
 STATUSES = ("success", "error", "pending")
 
@@ -63,3 +77,29 @@ def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
     )
     count = f"SELECT COUNT(*) FROM traces t{clause}"
     return page, count, params
+
+
+class TraceRefError(ValueError):
+    """A trace reference that is neither a trace id nor a usable prefix, or an ambiguous one."""
+
+
+def resolve_trace_ref(text: str, lookup: Callable[[str, int], list[str]]) -> str | None:
+    """The trace id that ``text`` (a whole id, or a prefix of at least :data:`MIN_PREFIX`
+    characters) names, or None when no stored trace matches.
+
+    ``lookup(prefix, limit)`` returns up to ``limit`` stored ids starting with ``prefix``.
+    """
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    if len(prefix) < MIN_PREFIX or not _PREFIX.fullmatch(prefix):
+        raise TraceRefError(
+            f"{text[:60]!r} is not a trace id or a prefix of one ({MIN_PREFIX} or more hex digits)"
+        )
+    found = lookup(prefix, 3)
+    if len(found) > 1:
+        shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+        raise TraceRefError(f"{prefix!r} matches several traces ({shown}): give more of the id")
+    return found[0] if found else None

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .ingest import parse_time_us
-from .query import STATUSES, TraceFilter
+from .query import STATUSES, TraceFilter, TraceRefError, resolve_trace_ref
 from .trace_store import TraceStore
 from .tree import build_trace, run_view, schema_view
 from .web import Guard, HTTPError, json_response
@@ -110,15 +110,22 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
         return json_response(await run_in_threadpool(store.list_traces, trace_filter(request)))
 
     async def get_trace(request: Request) -> Response:
-        trace_id = _uuid(request.path_params["trace_id"], "trace_id")
+        ref = request.path_params["trace_id"]
 
         def load() -> dict[str, Any] | None:
+            # A whole id, or an unambiguous prefix of 8+ characters (as the CLI takes them).
+            try:
+                trace_id = resolve_trace_ref(ref, store.trace_ids_with_prefix)
+            except TraceRefError as exc:
+                raise HTTPError(422, f"trace_id: {exc}") from None
+            if trace_id is None:
+                return None
             runs = store.trace_runs(trace_id)
             if not runs:
                 return None
             return build_trace(trace_id, runs, store.trace_summary(trace_id))
 
-        return json_response(await _load_or_404(load, f"no trace {trace_id} in this collector"))
+        return json_response(await _load_or_404(load, f"no trace {ref[:60]} in this collector"))
 
     async def get_run(request: Request) -> Response:
         run_id = _uuid(request.path_params["run_id"], "run_id")

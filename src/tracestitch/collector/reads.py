@@ -24,6 +24,7 @@ __all__ = [
     "list_traces",
     "runs_by_ids",
     "span_run_ids",
+    "trace_ids_with_prefix",
     "trace_runs",
     "trace_summary",
 ]
@@ -186,3 +187,15 @@ def get_attachment(conn: Connection, run_id: str, name: str) -> tuple[str, bytes
 def count_runs(conn: Connection) -> int:
     """Number of stored runs."""
     return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def trace_ids_with_prefix(conn: Connection, prefix: str, limit: int = 2) -> list[str]:
+    """Up to ``limit`` stored trace ids starting with ``prefix`` (lowercase UUID text)."""
+    # A range on the primary key rather than LIKE: an index seek, not a scan. Ids hold only
+    # hex digits and "-", all of which sort below "~".
+    rows = conn.execute(
+        "SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? ORDER BY trace_id"
+        " LIMIT ?",
+        (prefix, prefix + "~", limit),
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["default_db_path", "is_loopback", "resolve_api_key", "serve"]
+__all__ = ["default_db_path", "is_loopback", "resolve_api_key", "serve", "viewer_url"]
 
 
 def default_db_path() -> Path:
@@ -34,6 +34,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a hostname: it may resolve anywhere, so treat it as exposed
+
+
+def viewer_url(host: str, port: int, api_key: str | None) -> str:
+    """The address to open the viewer at: a wildcard bind is reached through loopback, and the
+    key rides in the fragment (``#key=``), which the browser never sends to the server."""
+    from urllib.parse import quote
+
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    fragment = f"#key={quote(api_key, safe='')}" if api_key else ""
+    return f"http://{shown}:{port}/{fragment}"
 
 
 #: A stored key shorter than this is damaged (ours are 43 characters).
@@ -101,12 +113,18 @@ def serve(
 
     stream = out or sys.stdout
     path = db_path or default_db_path()
-    key = resolve_api_key(host, api_key, path, stream)
+    # The database first: a path that is no SQLite database fails here (sqlite3.DatabaseError)
+    # before a key file is written next to it.
     store = Store(
         path,
         max_runs=max_runs,
         max_age_s=max_age_days * 86_400 if max_age_days is not None else None,
     )
+    try:
+        key = resolve_api_key(host, api_key, path, stream)
+    except BaseException:
+        store.close()
+        raise
     app = create_app(
         store,
         api_key=key,
@@ -123,6 +141,7 @@ def serve(
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                 # Printed after binding, so port 0 reports the real port (tests read this line).
                 print(f"listening on http://{shown}:{bound[1]}", file=stream, flush=True)
+                print(f"viewer: {viewer_url(bound[0], bound[1], key)}", file=stream, flush=True)
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     _Server(config).run()

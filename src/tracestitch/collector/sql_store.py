@@ -46,6 +46,11 @@ class SqlStore:
         with self._read() as conn:
             return reads.trace_summary(conn, trace_id)
 
+    def trace_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` stored trace ids that start with ``prefix``."""
+        with self._read() as conn:
+            return reads.trace_ids_with_prefix(conn, prefix, limit)
+
     def trace_runs(self, trace_id: str) -> list[dict[str, Any]]:
         """Every stored run of a trace (merged wire dicts), in dotted order."""
         with self._read() as conn:

@@ -6,10 +6,11 @@ and on :func:`tracestitch.collector.tree.build_trace` output read straight from 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["render_trace", "render_trace_line"]
+__all__ = ["STATUS_WORDS", "error_summary", "render_trace", "render_trace_line"]
 
 _RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
@@ -18,7 +19,15 @@ _RED = "\x1b[31m"
 _GREEN = "\x1b[32m"
 _YELLOW = "\x1b[33m"
 _SERVICE_COLOURS = ("\x1b[36m", "\x1b[35m", "\x1b[34m", "\x1b[33m", "\x1b[32m", "\x1b[96m")
-_STATUS = {"success": ("ok", _GREEN), "error": ("ERROR", _RED), "pending": ("running", _YELLOW)}
+#: The words for a run's or trace's status: the API's own, in the CLI and the viewer alike.
+STATUS_WORDS = ("success", "error", "pending")
+_STATUS = {
+    "success": ("success", _GREEN),
+    "error": ("error", _RED),
+    "pending": ("pending", _YELLOW),
+}
+#: Characters of one input, output or metadata document shown by ``show --detail``.
+_DETAIL_LIMIT = 4000
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -36,6 +45,44 @@ def _clean(text: Any, limit: int = 200) -> str:
     # cannot drive the terminal (escape sequences, cursor moves, fake lines).
     out = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def error_summary(error: Any) -> str:
+    """One line for an error: a Python traceback's last line (the exception), else the first.
+
+    The LangSmith SDK records ``repr(exc)`` followed by a traceback, which for errors raised in
+    async code is often just ``NoneType: None``: its first line is the one that says something.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]
+
+
+def _json_lines(value: Any) -> list[str]:
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > _DETAIL_LIMIT:
+        more = len(text) - _DETAIL_LIMIT
+        text = text[:_DETAIL_LIMIT] + f"\n… {more} more characters (--json shows everything)"
+    return text.splitlines()
+
+
+def _detail_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+    # (text, colour) lines shown under a run by ``show --detail``; the error is shown whole.
+    out: list[tuple[str, str]] = []
+    if run.get("error"):
+        out.append(("error:", _RED))
+        out += [("  " + line, _RED) for line in str(run["error"]).rstrip().splitlines()]
+    extra = run["extra"] if isinstance(run.get("extra"), dict) else {}
+    for label, value in (
+        ("inputs", run.get("inputs")),
+        ("outputs", run.get("outputs")),
+        ("metadata", extra.get("metadata")),
+    ):
+        if value:
+            out.append((f"{label}:", _DIM))
+            out += [("  " + line, "") for line in _json_lines(value)]
+    return out
 
 
 def render_trace_line(trace: dict[str, Any], *, color: bool = False) -> str:
@@ -61,8 +108,10 @@ def render_trace_line(trace: dict[str, Any], *, color: bool = False) -> str:
     )
 
 
-def render_trace(trace: dict[str, Any], *, color: bool = False) -> str:
+def render_trace(trace: dict[str, Any], *, color: bool = False, detail: bool = False) -> str:
     """The trace as an indented tree: name, run type, service, duration, status, errors.
+
+    ``detail``: under each run, its inputs, outputs and metadata (as JSON) and its whole error.
 
     ``trace`` is a ``GET /api/traces/{id}`` document. Orphans (parent never arrived) and runs
     starting before their parent (clock skew) are marked.
@@ -113,8 +162,10 @@ def render_trace(trace: dict[str, Any], *, color: bool = False) -> str:
             skew = _ms(run["skew_us"] / 1000)
             parts.append(_paint(f"(starts {skew} before its parent: clock skew)", _YELLOW, color))
         lines.append(prefix + branch + " ".join(parts))
-        if run.get("error"):
-            last_line = str(run["error"]).strip().splitlines()[-1:] or [""]
-            pad = prefix + ("   " if is_last else "│  ")
-            lines.append(pad + _paint("! " + _clean(last_line[0], 160), _RED, color))
+        pad = prefix + ("   " if is_last else "│  ")
+        if detail:
+            for text, code in _detail_lines(run):
+                lines.append(pad + _paint(_clean(text, 10_000), code, color))
+        elif run.get("error"):
+            lines.append(pad + _paint("! " + _clean(error_summary(run["error"]), 160), _RED, color))
     return "\n".join(lines)

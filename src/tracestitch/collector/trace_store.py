@@ -53,6 +53,10 @@ class TraceStore(Protocol):
         """The summary of one trace, or None."""
         ...
 
+    def trace_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` stored trace ids that start with ``prefix`` (lowercase), in order."""
+        ...
+
     def trace_runs(self, trace_id: str) -> list[dict[str, Any]]:
         """Every stored run of a trace (merged wire dicts), in dotted (tree) order."""
         ...

@@ -69,10 +69,12 @@ class Guard:
     def check_auth(self, request: Request) -> None:
         if self._key is None:
             return
-        given = request.headers.get("x-api-key", "").encode()
+        given = request.headers.get("x-api-key")
+        if not given:
+            raise HTTPError(401, "missing x-api-key header: this collector requires its API key")
         # compare_digest: the time taken must not reveal how much of the key matched.
-        if not hmac.compare_digest(given, self._key):
-            raise HTTPError(401, "missing or wrong x-api-key header")
+        if not hmac.compare_digest(given.encode(), self._key):
+            raise HTTPError(401, "x-api-key rejected: it is not this collector's API key")
 
     def sign(self, path: str) -> str:
         """``path`` with a signature that lets it be fetched without the key (LangSmith's

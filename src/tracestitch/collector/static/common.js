@@ -29,6 +29,11 @@ const TS = (() => {
   }
 
   const NEEDS_KEY = "This collector needs its API key: open the page with #key=YOUR_KEY";
+  const REJECTED = "This collector rejected the API key: open the page with #key=ITS_KEY";
+
+  function unauthorised() {
+    return new Error(sessionStorage.getItem("tracestitch-key") ? REJECTED : NEEDS_KEY);
+  }
 
   function authHeaders(headers) {
     const key = sessionStorage.getItem("tracestitch-key");
@@ -38,7 +43,7 @@ const TS = (() => {
 
   async function getJSON(path) {
     const resp = await fetch(path, { headers: authHeaders({ accept: "application/json" }) });
-    if (resp.status === 401) throw new Error(NEEDS_KEY);
+    if (resp.status === 401) throw unauthorised();
     if (!resp.ok) {
       let detail = resp.statusText;
       try { detail = (await resp.json()).detail || detail; } catch (e) { /* not JSON */ }
@@ -52,7 +57,7 @@ const TS = (() => {
   // name, so the bytes are saved as a file and never rendered (as HTML or anything else) here.
   async function download(path, filename) {
     const resp = await fetch(path, { headers: authHeaders({ accept: "application/octet-stream" }) });
-    if (resp.status === 401) throw new Error(NEEDS_KEY);
+    if (resp.status === 401) throw unauthorised();
     if (!resp.ok) throw new Error(`${resp.status}: ${resp.statusText || "download failed"}`);
     const blob = new Blob([await resp.arrayBuffer()], { type: "application/octet-stream" });
     const url = URL.createObjectURL(blob);
@@ -93,8 +98,8 @@ const TS = (() => {
   }
 
   function statusBadge(status) {
-    const label = { success: "ok", error: "error", pending: "running" }[status] || String(status);
-    return el("span", { class: `badge status-${status}`, text: label });
+    // The API's own words (success, error, pending), as the CLI prints them.
+    return el("span", { class: `badge status-${status}`, text: String(status) });
   }
 
   function serviceChip(service, colours) {
