@@ -166,3 +166,112 @@ def multipart_with_attachment(run: dict[str, Any], name: str, data: bytes, ctype
             (f"attachment.{run['id']}.{name}", data, f"{ctype}; length={len(data)}"),
         ]
     )
+
+
+def realistic_trace() -> list[dict[str, Any]]:
+    """A chat request as a real deployment records it: a gateway (FastAPI) retrieves context
+    from a search service, asks an LLM, then fails pricing two hops down (the docs' picture)."""
+    chat = make_run(
+        "POST /chat",
+        start_ms=0,
+        end_ms=2400,
+        service="gateway",
+        inputs={"message": "Can I return a keyboard I bought three weeks ago?"},
+        outputs={"status_code": 502},
+        error="HTTP 502 Bad Gateway",
+        extra={"metadata": {"service": "gateway", "http.route": "/chat", "user": "u-1842"}},
+        tags=["beta"],
+    )
+    retrieve = make_run(
+        "retrieve context",
+        parent=chat,
+        start_ms=20,
+        end_ms=300,
+        service="gateway",
+        run_type="retriever",
+    )
+    search_call = make_run(
+        "GET 127.0.0.1:35341/search?q=refund+policy&limit=5",
+        parent=retrieve,
+        start_ms=30,
+        end_ms=280,
+        service="gateway",
+        run_type="tool",
+    )
+    search = make_run("GET /search", parent=search_call, start_ms=40, end_ms=270, service="search")
+    embed = make_run(
+        "embed query",
+        parent=search,
+        start_ms=45,
+        end_ms=90,
+        service="search",
+        run_type="embedding",
+    )
+    vectors = make_run(
+        "vector search",
+        parent=search,
+        start_ms=95,
+        end_ms=260,
+        service="search",
+        run_type="retriever",
+        outputs={"documents": [{"page_content": "Returns are accepted within 30 days."}]},
+    )
+    llm = make_run(
+        "ChatOpenAI",
+        parent=chat,
+        start_ms=310,
+        end_ms=1900,
+        service="gateway",
+        run_type="llm",
+        inputs={
+            "messages": [
+                {"role": "system", "content": "You answer questions about our shop's policies."},
+                {"role": "user", "content": "Can I return a keyboard I bought three weeks ago?"},
+            ]
+        },
+        outputs={
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": "Yes: returns are accepted within 30 days of delivery.",
+                    }
+                }
+            ],
+            "usage_metadata": {
+                "input_tokens": 412,
+                "output_tokens": 38,
+                "total_tokens": 450,
+                "input_cost": 0.0000618,
+                "output_cost": 0.0000228,
+            },
+        },
+        extra={
+            "metadata": {
+                "service": "gateway",
+                "ls_model_name": "gpt-4o-mini",
+                "ls_provider": "openai",
+            },
+            "invocation_params": {"model": "gpt-4o-mini", "temperature": 0.2},
+        },
+    )
+    price_call = make_run(
+        "GET 127.0.0.1:35342/prices/kb-101",
+        parent=chat,
+        start_ms=1910,
+        end_ms=2390,
+        service="gateway",
+        run_type="tool",
+        error="HTTP 502 Bad Gateway",
+    )
+    price = make_run(
+        "GET /prices/{sku}",
+        parent=price_call,
+        start_ms=1920,
+        end_ms=2380,
+        service="pricing",
+        error='Traceback (most recent call last):\n  File "pricing/app.py", line 41, in price\n'
+        "    book = legacy.fetch(sku, timeout=0.4)\n"
+        "TimeoutError: legacy price book did not answer",
+    )
+    return [chat, retrieve, search_call, search, embed, vectors, llm, price_call, price]

@@ -16,6 +16,7 @@ from collector_helpers import (
     ServerThread,
     make_run,
     multipart_with_attachment,
+    realistic_trace,
     three_service_trace,
     wire,
 )
@@ -143,10 +144,6 @@ def test_trace_list_and_trace_page(open_server: ServerThread, page: object) -> N
     page.goto(open_server.url + f"/traces/{trace_id}?run={runs[3]['id']}")
     expect(page.locator("#detail h2")).to_have_text("summarise")
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
-    if os.environ.get("TRACESTITCH_UPDATE_SCREENSHOT"):  # `make screenshot`: the README's picture
-        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.outside == []  # type: ignore[attr-defined]
 
@@ -262,3 +259,129 @@ def test_feedback_shows_on_the_run(open_server: ServerThread, page: object) -> N
     assert page.evaluate("window.__pwned") is None
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.outside == []  # type: ignore[attr-defined]
+
+
+def _visible_names(page: Any) -> list[str]:
+    return page.locator(".wf-row:visible .run-name").all_text_contents()
+
+
+def test_reading_a_trace(open_server: ServerThread, page: object) -> None:
+    """Collapse, keyboard, search, the name column, the error buttons and the time axis, on one
+    realistic trace: the README's picture is taken from this page."""
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    runs = realistic_trace()
+    resp = httpx.post(open_server.url + "/runs/batch", json={"post": [wire(r) for r in runs]})
+    assert resp.status_code == 200
+    page.goto(open_server.url + f"/traces/{runs[0]['id']}")
+    expect(page.locator("body[data-complete=true]")).to_have_count(1)
+    rows = page.locator(".wf-row")
+    expect(rows).to_have_count(9)
+    detail = page.locator("#detail h2")
+
+    # The root only says "HTTP 502": the buttons go to the first error and to its cause.
+    page.locator("#deepest-error").click()
+    expect(detail).to_have_text("GET /prices/{sku}")
+    expect(page.locator("#detail .error-text")).to_contain_text("TimeoutError: legacy price book")
+    page.locator("#first-error").click()
+    expect(detail).to_have_text("POST /chat")
+
+    # A long name is cut by the column but whole on hover; dragging the handle widens it.
+    long_name = runs[2]["name"]
+    assert rows.nth(2).locator(".run-name").get_attribute("title") == long_name
+    label = rows.nth(2).locator(".row-label")
+    before = label.bounding_box()["width"]
+    handle = page.locator(".col-resizer").bounding_box()
+    page.mouse.move(handle["x"] + 4, handle["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(handle["x"] + 184, handle["y"] + 5, steps=4)
+    page.mouse.up()
+    assert label.bounding_box()["width"] == pytest.approx(before + 180, abs=6)
+
+    # Collapse a subtree with its toggle; the keyboard moves, collapses and expands.
+    rows.nth(1).locator(".toggle").click()
+    assert _visible_names(page) == [
+        "POST /chat",
+        "retrieve context",
+        "ChatOpenAI",
+        "GET 127.0.0.1:35342/prices/kb-101",
+        "GET /prices/{sku}",
+    ]
+    rows.nth(0).click()
+    page.keyboard.press("ArrowDown")
+    expect(detail).to_have_text("retrieve context")
+    page.keyboard.press("ArrowRight")  # expands
+    expect(rows.nth(2)).to_be_visible()
+    page.keyboard.press("ArrowRight")  # to its first child
+    expect(detail).to_have_text(long_name)
+    page.keyboard.press("ArrowLeft")  # collapses it (it has children)
+    expect(rows.nth(3)).to_be_hidden()
+    page.keyboard.press("ArrowLeft")  # to its parent
+    expect(detail).to_have_text("retrieve context")
+    page.keyboard.press("ArrowLeft")  # collapses the parent
+    expect(rows.nth(2)).to_be_hidden()
+    # "/" searches: the match is selected and its collapsed ancestors open.
+    page.keyboard.press("/")
+    page.keyboard.type("vector")
+    expect(detail).to_have_text("vector search")
+    expect(page.locator(".wf-row.match")).to_have_count(1)
+    expect(rows.nth(5)).to_be_visible()
+    expect(page.locator("#search-count")).to_have_text("1 match")
+
+    # The axis: one label per tick, none repeated, on a finished trace up to its end.
+    ticks = page.locator(".tick").all_text_contents()
+    assert len(ticks) == len(set(ticks)) >= 3
+    assert ticks[-1] == "2.0 s"
+
+    page.keyboard.press("Escape")
+    page.locator("#first-error").click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+    if os.environ.get("TRACESTITCH_UPDATE_SCREENSHOT"):  # `make screenshot`: the README's picture
+        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]
+
+
+def test_a_running_trace_refreshes_until_it_ends(open_server: ServerThread, page: object) -> None:
+    """An open root shows its elapsed time, the axis runs to now, and the page follows the
+    trace until it ends."""
+    from datetime import datetime, timedelta, timezone
+
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    began = datetime.now(timezone.utc) - timedelta(seconds=5)
+    at = lambda ms: (began + timedelta(milliseconds=ms)).isoformat()  # noqa: E731
+    root = make_run("POST /ingest", service="worker", start_time=at(0), end_time=None)
+    root["outputs"] = None
+    quick = make_run("parse", parent=root, service="worker", start_time=at(1), end_time=at(1.2))
+    for run in (root, quick):
+        assert httpx.post(open_server.url + "/runs", json=wire(run)).status_code == 200
+
+    page.goto(open_server.url + f"/traces/{root['id']}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    expect(page.locator(".summary .badge")).to_have_text("pending")
+    expect(page.locator(".trace-duration")).to_contain_text("running for")
+    root_row = page.locator(".wf-row").nth(0)
+    expect(root_row.locator(".flag-running")).to_have_count(1)
+    assert root_row.locator(".bar-label").text_content().startswith("running ")
+    ticks = page.locator(".tick").all_text_contents()
+    assert len(ticks) == len(set(ticks)) >= 3, ticks
+    assert ticks[-1].endswith(" s") and float(ticks[-1].split()[0]) >= 4, ticks
+    # The finished child sits at the start of a 5-second axis, not across the whole width.
+    width = float(
+        page.locator(".wf-row").nth(1).locator(".bar").evaluate("b => parseFloat(b.style.width)")
+    )
+    assert width < 5
+
+    # The root ends: the page notices on its own.
+    patch = {"end_time": datetime.now(timezone.utc).isoformat(), "outputs": {"rows": 3}}
+    resp = httpx.patch(open_server.url + f"/runs/{root['id']}", json=patch)
+    assert resp.status_code == 200
+    expect(page.locator("body[data-complete=true]")).to_have_count(1, timeout=15_000)
+    expect(page.locator(".summary .badge")).to_have_text("success")
+    expect(page.locator(".trace-duration")).to_contain_text("duration")
+    expect(root_row.locator(".flag-running")).to_have_count(0)
+    assert page.errors == []  # type: ignore[attr-defined]

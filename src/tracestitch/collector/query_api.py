@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -123,7 +124,10 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
             runs = store.trace_runs(trace_id)
             if not runs:
                 return None
-            return build_trace(trace_id, runs, store.trace_summary(trace_id))
+            doc = build_trace(trace_id, runs, store.trace_summary(trace_id))
+            # The collector's clock: the viewer measures open runs against it, not the browser's.
+            doc["now_us"] = time.time_ns() // 1000
+            return doc
 
         return json_response(await _load_or_404(load, f"no trace {ref[:60]} in this collector"))
 
