@@ -23,6 +23,7 @@ CORE = {
     "exporter",
     "open_runs",
     "settings",
+    "instrument",
 }
 FRAMEWORKS = {
     "starlette",

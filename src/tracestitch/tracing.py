@@ -19,10 +19,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from tracestitch._guard import report
-from tracestitch.context import LOCAL, _current_run, current_config, tracing_mode
-from tracestitch.exporter import LOCAL_ONLY
-from tracestitch.open_runs import ship, watch
+from tracestitch.instrument import CURRENT, attach, detach, finish_run, report, start_run
 from tracestitch.run_tree import RunTree
 
 __all__ = ["MAX_GENERATOR_ITEMS", "trace", "traceable"]
@@ -41,35 +38,18 @@ def _start_run(
     project_name: str | None = None,
     parent: RunTree | None = None,
 ) -> RunTree | None:
-    """The new run, posted; ``None`` when tracing is off here (then nothing is traced)."""
+    """The new run (under ``parent``, else the current run); ``None`` when tracing is off
+    here (then nothing is traced)."""
     try:
-        config = current_config()
-        mode = tracing_mode(config)
-        if mode is False:
-            return None
-        if parent is None:
-            parent = _current_run.get()
-        if config.metadata:
-            metadata = {**config.metadata, **(metadata or {})}
-        if config.tags:
-            tags = [*config.tags, *(tags or ())]
-        if parent is not None:
-            if not parent.tracing_enabled:
-                return None
-            run = parent.create_child(
-                name,
-                run_type,
-                inputs=inputs,
-                metadata=metadata,
-                tags=tags,
-                project_name=project_name,
-            )
-        else:
-            run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
-        if mode is LOCAL and run.exporter is None:
-            run.exporter = LOCAL_ONLY  # and its children: they inherit it
-        watch(run)
-        return run
+        return start_run(
+            name,
+            run_type,
+            parent=CURRENT if parent is None else parent,
+            inputs=inputs,
+            metadata=metadata,
+            tags=tags,
+            project_name=project_name,
+        )
     except Exception as exc:
         report("tracing.start", exc)
         return None
@@ -81,17 +61,16 @@ _KEEP_OUTPUTS: Any = object()
 def _end_run(
     run: RunTree, outputs: Any = _KEEP_OUTPUTS, error: BaseException | None = None
 ) -> None:
+    # Handed on once, complete, as the middleware does: a post at start would make the worker
+    # serialize a short run two or three times (open, ended, merged). A run open for long is
+    # posted by the worker's sweep meanwhile, and then this is a patch (open_runs).
     try:
         if error is not None:
-            run.end(error=error)
+            finish_run(run, error=error)
         elif outputs is _KEEP_OUTPUTS:
-            run.end()
+            finish_run(run)
         else:
-            run.end(outputs=outputs if isinstance(outputs, dict) else {"output": outputs})
-        # Posted once, complete, as the middleware does: a post at start would make the worker
-        # serialize a short run two or three times (open, ended, merged). A run open for long
-        # is posted by the worker's sweep meanwhile, and then this is a patch (open_runs).
-        ship(run)
+            finish_run(run, outputs if isinstance(outputs, dict) else {"output": outputs})
     except Exception as exc:
         report("tracing.end", exc)
 
@@ -203,14 +182,14 @@ def traceable(
                 run = start(args, kwargs)
                 if run is None:
                     return await fn(*args, **kwargs)
-                token = _current_run.set(run)
+                token = attach(run)
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
                     _end_run(run, error=exc)
                     raise
                 finally:
-                    _current_run.reset(token)
+                    detach(token)
                 finish(run, result)
                 return result
 
@@ -221,14 +200,14 @@ def traceable(
             run = start(args, kwargs)
             if run is None:
                 return fn(*args, **kwargs)
-            token = _current_run.set(run)
+            token = attach(run)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 _end_run(run, error=exc)
                 raise
             finally:
-                _current_run.reset(token)
+                detach(token)
             finish(run, result)
             return result
 
@@ -270,7 +249,7 @@ def _wrap_generator(
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            token = _current_run.set(run)
+            token = attach(run)
             try:
                 if to_throw is not None:
                     exc, to_throw = to_throw, None
@@ -284,7 +263,7 @@ def _wrap_generator(
                 _end_run(run, error=exc)
                 raise
             finally:
-                _current_run.reset(token)
+                detach(token)
             yielded.add(value)
             try:
                 to_send = yield value
@@ -315,7 +294,7 @@ def _wrap_async_generator(
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            token = _current_run.set(run)
+            token = attach(run)
             try:
                 if to_throw is not None:
                     exc, to_throw = to_throw, None
@@ -329,7 +308,7 @@ def _wrap_async_generator(
                 _end_run(run, error=exc)
                 raise
             finally:
-                _current_run.reset(token)
+                detach(token)
             yielded.add(value)
             try:
                 to_send = yield value
@@ -374,7 +353,7 @@ class trace:
     def __enter__(self) -> RunTree | None:
         self._run = _start_run(*self._args)
         if self._run is not None:
-            self._token = _current_run.set(self._run)
+            self._token = attach(self._run)
         return self._run
 
     def __exit__(
@@ -386,16 +365,11 @@ class trace:
         run = self._run
         if run is None:
             return
-        _current_run.reset(self._token)
+        detach(self._token)
         if exc is not None:
             _end_run(run, error=exc)
-        elif run.end_time_us is None:
+        else:  # ended now, or (ended by the block itself) only handed on
             _end_run(run)
-        else:  # ended by the block itself: only ship it
-            try:
-                ship(run)
-            except Exception as error:
-                report("tracing.end", error)
 
     async def __aenter__(self) -> RunTree | None:
         return self.__enter__()

@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from tracestitch._guard import report
 from tracestitch.clients._policy import PropagateTo, PropagationPolicy
 from tracestitch.clients._policy import is_internal_host as is_internal_host  # re-export
 from tracestitch.clients._urls import (
@@ -31,10 +30,15 @@ from tracestitch.clients._urls import (
     template_path,
 )
 from tracestitch.clients._urls import REDACTED as REDACTED  # re-export
-from tracestitch.context import LOCAL, _config, _current_run, tracing_mode
-from tracestitch.exporter import LOCAL_ONLY
-from tracestitch.open_runs import ship, watch
-from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, inject
+from tracestitch.instrument import (
+    current_run,
+    finish_run,
+    inject,
+    report,
+    start_run,
+    tracing_on,
+)
+from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE
 from tracestitch.redact import QueryRedactor
 from tracestitch.run_tree import RunTree
 
@@ -163,7 +167,7 @@ class ClientTracer:
     def may_trace(self) -> bool:
         """Whether :meth:`begin` could do anything now: there is a current run, or this
         tracer starts roots. One context-variable read; lets an adapter skip work otherwise."""
-        return self._root or _current_run.get() is not None
+        return self._root or current_run() is not None
 
     def begin(
         self,
@@ -175,7 +179,7 @@ class ClientTracer:
         its trace headers. ``parts(request)`` gives ``(method, scheme, host, port, path,
         query)``; it is called only when there is something to trace. Returns the run to
         finish, or ``None`` when there is none."""
-        parent = _current_run.get()
+        parent = current_run()
         if parent is None and not self._root:
             return None
         try:
@@ -196,9 +200,7 @@ class ClientTracer:
         query: str,
         headers: MutableMapping[str, Any],
     ) -> RunTree | None:
-        config = _config.get()
-        mode = tracing_mode(config)
-        if mode is False:
+        if not tracing_on():
             return None
         if parent is not None and not parent.tracing_enabled:
             return None
@@ -207,20 +209,13 @@ class ClientTracer:
             recorded = query if self._query else ""
             if recorded:
                 recorded = self._redact(recorded)
-            name = self._name(method, scheme, host, port, path)
-            inputs = {"method": method, "url": _join_url(scheme, host, port, path, recorded)}
-            metadata = config.metadata
-            tags = config.tags
-            if parent is not None:
-                run = parent.create_child(
-                    name, self._run_type, inputs=inputs, metadata=metadata, tags=tags
-                )
-            else:
-                run = RunTree(name, self._run_type, inputs=inputs, metadata=metadata, tags=tags)
-            if mode is LOCAL and run.exporter is None:
-                run.exporter = LOCAL_ONLY
-            run.extra = {"span_kind": "client"}  # its role, for OTLP (CLIENT)
-            watch(run)  # a call open for long (a hung upstream) is posted meanwhile
+            run = start_run(
+                self._name(method, scheme, host, port, path),
+                self._run_type,
+                parent=parent,
+                inputs={"method": method, "url": _join_url(scheme, host, port, path, recorded)},
+                kind="client",  # its role, for OTLP (CLIENT)
+            )
         if self.policy.allows(scheme, host, port, path, query):
             source = run if run is not None else parent
             if source is not None:
@@ -237,11 +232,10 @@ class ClientTracer:
             outputs: dict[str, Any] = {"status_code": status}
             if size is not None:
                 outputs["response_size"] = size
-            run.end(outputs=outputs, error=f"HTTP {status}" if status and status >= 500 else None)
             # One post of the finished run instead of post-at-start plus patch: half the
             # exporter work; a call open for long was posted by the worker's sweep meanwhile,
             # and then this is a patch (open_runs).
-            ship(run)
+            finish_run(run, outputs, f"HTTP {status}" if status and status >= 500 else None)
         except Exception as exc:
             report("clients.finish", exc)
 
@@ -250,8 +244,7 @@ class ClientTracer:
         if run is None:
             return
         try:
-            run.end(error=error)
-            ship(run)
+            finish_run(run, error=error)
         except Exception as exc:
             report("clients.finish", exc)
 
