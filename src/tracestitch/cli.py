@@ -199,29 +199,51 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def _database(value: str | None, db_given: bool) -> str | None:
+    # --database, else (unless --db names a SQLite file) $TRACESTITCH_DATABASE_URL.
+    from tracestitch.collector.server import database_url
+    from tracestitch.settings import SettingError, parse_database_url
+
+    try:
+        if value is not None:
+            return parse_database_url("--database", value)
+        return None if db_given else database_url()
+    except SettingError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import sqlite3
 
     from tracestitch.collector.migrations import SchemaTooNew
+    from tracestitch.collector.pg_schema import SchemaTooNew as PgSchemaTooNew
     from tracestitch.collector.server import default_db_path, serve
 
     db = Path(args.db).expanduser() if args.db else default_db_path()
+    database = _database(args.database, bool(args.db))
     try:
         serve(
             host=args.host,
             port=args.port,
             db_path=db,
+            database=database,
             api_key=args.api_key or os.environ.get("TRACESTITCH_API_KEY"),
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
             max_runs=args.max_runs,
             max_age_days=args.max_age_days,
         )
-    except (sqlite3.DatabaseError, SchemaTooNew) as exc:
+    except (sqlite3.DatabaseError, SchemaTooNew, PgSchemaTooNew) as exc:
         raise CLIError(
-            f"{db} is not a tracestitch database it can use ({exc}). Pass another --db path."
+            f"{database or db} is not a tracestitch database it can use ({exc}). Pass another"
+            " --db path or --database URL."
         ) from None
     except OSError as exc:
         raise CLIError(f"cannot start the collector: {exc}. Try another --port or --db.") from None
+    except Exception as exc:
+        # Cannot connect, or refused: psycopg's errors (imported only with the extra).
+        if type(exc).__module__.startswith(("psycopg", "psycopg_pool")):
+            raise CLIError(f"cannot use the database {database}: {exc}") from None
+        raise
     return 0
 
 
@@ -378,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8700, help="port (default 8700; 0 = any free)")
     p.add_argument("--db", help=DB_HELP)
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="store in this PostgreSQL database instead, shared by any number of collectors"
+        " (postgresql://user@host:5432/db; default: $TRACESTITCH_DATABASE_URL)",
+    )
     p.add_argument("--api-key", help="require this x-api-key (default: $TRACESTITCH_API_KEY)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (MB)")
     p.add_argument("--max-runs", type=int, help="keep at most this many runs (oldest traces go)")

@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "parse_bool",
     "parse_compression",
+    "parse_database_url",
     "parse_seconds",
     "parse_size",
     "parse_url",
@@ -124,6 +125,18 @@ def parse_url(name: str, value: object) -> str:
             f"http://127.0.0.1:8700{hint}"
         )
     return text.rstrip("/")
+
+
+def parse_database_url(name: str, value: object) -> str:
+    """A PostgreSQL URL, ``postgresql://user[:password]@host[:port]/database[?options]``
+    (``postgres://`` too), for the collector's store."""
+    text = str(value).strip()
+    if not text.startswith(("postgresql://", "postgres://")) or any(c.isspace() for c in text):
+        raise SettingError(
+            f"{name}={value!r}: expected a PostgreSQL URL such as"
+            " postgresql://tracestitch@db.internal:5432/traces"
+        )
+    return text
 
 
 def parse_compression(name: str, value: object) -> str:

@@ -39,14 +39,15 @@ __all__ = ["CollectorProcess", "capture_runs", "captured_runs", "strict_tracing"
 class CollectorProcess:
     """``tracestitch serve`` in a subprocess on 127.0.0.1: :attr:`url` is set once it listens.
 
-    ``db`` is its SQLite file, ``port`` 0 picks a free one, ``api_key`` is required from
-    senders when given, ``options`` are more ``serve`` flags, ``env`` its environment (default:
-    this process's). Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    ``db`` is its SQLite file, or a ``postgresql://`` URL (None: as the environment says),
+    ``port`` 0 picks a free one, ``api_key`` is required from senders when given, ``options``
+    are more ``serve`` flags, ``env`` its environment (default: this process's). Use it as a
+    context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
         self,
-        db: str | os.PathLike[str],
+        db: str | os.PathLike[str] | None,
         *,
         port: int = 0,
         api_key: str | None = None,
@@ -65,7 +66,12 @@ class CollectorProcess:
 
     def start(self) -> CollectorProcess:
         command = [sys.executable, "-m", "tracestitch.cli", "serve", "--port", str(self.port)]
-        command += ["--db", os.fspath(self.db), *self.options]
+        if self.db is not None:
+            # A postgresql:// URL is a database several collectors may share.
+            target = os.fspath(self.db)
+            url = target.startswith(("postgresql://", "postgres://"))
+            command += ["--database" if url else "--db", target]
+        command += self.options
         if self.api_key:
             command += ["--api-key", self.api_key]
         self.proc = subprocess.Popen(

@@ -3,7 +3,6 @@ and whatever is accepted can always be read back."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -36,10 +35,9 @@ def http(server: ServerThread) -> Iterator[httpx.Client]:
 
 
 def rows(store: Store) -> list[Any]:
-    conn = sqlite3.connect(store.path)
-    found = conn.execute("SELECT id, post_json, patch_json FROM runs ORDER BY id").fetchall()
-    conn.close()
-    return found
+    with store._read() as conn:
+        found = conn.execute("SELECT id, post_json, patch_json FROM runs ORDER BY id").fetchall()
+    return [tuple(row) for row in found]
 
 
 # -- one op through each ingest route ----------------------------------------------------------

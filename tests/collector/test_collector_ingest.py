@@ -50,20 +50,22 @@ def split_post_patch(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def snapshot(store: Store) -> bytes:
-    conn = sqlite3.connect(store.path)
     # Everything but the received-at clocks, which a repeat may legitimately move.
-    rows = conn.execute(
-        "SELECT id, trace_id, parent_run_id, dotted_order, name, run_type, project, service,"
-        " status, start_us, end_us, total_tokens, total_cost, post_json, patch_json FROM runs"
-        " ORDER BY id"
-    ).fetchall()
-    rows += conn.execute(
-        "SELECT trace_id, root_name, project, status, start_us, end_us, duration_us, run_count,"
-        " error_count, services, total_tokens, total_cost, has_root FROM traces ORDER BY trace_id"
-    ).fetchall()
-    rows += conn.execute("SELECT * FROM attachments ORDER BY run_id, name").fetchall()
-    conn.close()
-    return repr(rows).encode()
+    with store._read() as conn:
+        rows = conn.execute(
+            "SELECT id, trace_id, parent_run_id, dotted_order, name, run_type, project, service,"
+            " status, start_us, end_us, total_tokens, total_cost, post_json, patch_json FROM runs"
+            " ORDER BY id"
+        ).fetchall()
+        rows += conn.execute(
+            "SELECT trace_id, root_name, project, status, start_us, end_us, duration_us,"
+            " run_count, error_count, services, total_tokens, total_cost, has_root FROM traces"
+            " ORDER BY trace_id"
+        ).fetchall()
+        rows += conn.execute(
+            "SELECT run_id, name, content_type, data FROM attachments ORDER BY run_id, name"
+        ).fetchall()
+    return repr([tuple(row) for row in rows]).encode()
 
 
 def test_info_advertises_multipart_and_zstd(http: httpx.Client) -> None:

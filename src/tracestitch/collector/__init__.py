@@ -21,6 +21,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from .app import create_app
 from .store import Store
 from .terminal import render_trace
-from .trace_store import TraceStore
+from .trace_store import TraceStore, open_store
 
-__all__ = ["Store", "TraceStore", "create_app", "render_trace"]
+__all__ = ["Store", "TraceStore", "create_app", "open_store", "render_trace"]

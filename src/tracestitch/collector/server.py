@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["default_db_path", "is_loopback", "resolve_api_key", "serve", "viewer_url"]
+__all__ = [
+    "database_url",
+    "default_db_path",
+    "is_loopback",
+    "resolve_api_key",
+    "serve",
+    "viewer_url",
+]
 
 
 def default_db_path() -> Path:
@@ -24,6 +31,14 @@ def default_db_path() -> Path:
         return Path(os.environ["TRACESTITCH_DB"]).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "tracestitch" / "traces.db"
+
+
+def database_url() -> str | None:
+    """``$TRACESTITCH_DATABASE_URL``: the PostgreSQL database to store in (None: SQLite)."""
+    from tracestitch.settings import parse_database_url
+
+    value = os.environ.get("TRACESTITCH_DATABASE_URL", "").strip()
+    return parse_database_url("TRACESTITCH_DATABASE_URL", value) if value else None
 
 
 def is_loopback(host: str) -> bool:
@@ -99,24 +114,37 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8700,
     db_path: Path | None = None,
+    database: str | None = None,
     api_key: str | None = None,
     max_body_bytes: int | None = None,
     max_runs: int | None = None,
     max_age_days: float | None = None,
     out: TextIO | None = None,
 ) -> None:
-    """Run the collector until interrupted. Prints ``listening on URL`` once bound."""
+    """Run the collector until interrupted. Prints ``listening on URL`` once bound.
+
+    ``database``: a ``postgresql://`` URL to store in, shared with any other collectors
+    pointed at it; otherwise the SQLite file ``db_path``. Given neither,
+    ``$TRACESTITCH_DATABASE_URL``, else ``$TRACESTITCH_DB``, else the default SQLite file.
+    """
     import uvicorn
 
     from .app import DEFAULT_MAX_BODY_BYTES, create_app
-    from .store import Store
+    from .trace_store import open_store
 
     stream = out or sys.stdout
+    url = database or (None if db_path else database_url())
     path = db_path or default_db_path()
+    if url and not api_key and not is_loopback(host):
+        # Each collector would generate a key of its own: the senders need one for all.
+        raise SystemExit(
+            "tracestitch serve: collectors sharing a PostgreSQL database off loopback need"
+            " the same --api-key (or TRACESTITCH_API_KEY) on each"
+        )
     # The database first: a path that is no SQLite database fails here (sqlite3.DatabaseError)
     # before a key file is written next to it.
-    store = Store(
-        path,
+    store = open_store(
+        url or path,
         max_runs=max_runs,
         max_age_s=max_age_days * 86_400 if max_age_days is not None else None,
     )
@@ -131,7 +159,7 @@ def serve(
         max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         close_store=True,
     )
-    print(f"database: {path}", file=stream)
+    print(f"database: {_shown(url) if url else path}", file=stream)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -145,3 +173,14 @@ def serve(
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     _Server(config).run()
+
+
+def _shown(url: str) -> str:
+    # The database URL without its password, for the banner.
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -2,7 +2,7 @@
 
 Two implementations stand side by side: :class:`~tracestitch.collector.store.Store` (SQLite, one
 file, the default) and :class:`~tracestitch.collector.pg_store.PgStore` (PostgreSQL, for several
-collectors behind one database).
+collectors behind one database). :func:`open_store` picks one from a path or a URL.
 Every implementation keeps the same promises: a post and its patch merge in either order, a
 repeat is a no-op, and :meth:`TraceStore.ingest` returns only after its transaction committed
 (the caller acknowledges then, and not before).
@@ -10,6 +10,7 @@ repeat is a no-op, and :meth:`TraceStore.ingest` returns only after its transact
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,7 +21,9 @@ from .projects import ProjectFilter
 from .query import TraceFilter
 from .run_query import RunQuery
 
-__all__ = ["TraceStore"]
+__all__ = ["TraceStore", "is_database_url", "open_store"]
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 @runtime_checkable
@@ -119,3 +122,29 @@ class TraceStore(Protocol):
     def find_feedback(self, flt: FeedbackFilter) -> list[dict[str, Any]]:
         """One page of feedback documents matching ``flt``, oldest first."""
         ...
+
+
+def is_database_url(target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` names a PostgreSQL database (``postgresql://...``) rather than a
+    SQLite file."""
+    return str(target).startswith(_URL_SCHEMES)
+
+
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    max_runs: int | None = None,
+    max_age_s: float | None = None,
+) -> TraceStore:
+    """The store at ``target``: a ``postgresql://`` URL (needs the ``postgres`` extra) or the
+    path of a SQLite file.
+
+    >>> store = open_store("postgresql://tracestitch@db:5432/traces")  # doctest: +SKIP
+    """
+    if is_database_url(target):
+        from .pg_store import PgStore
+
+        return PgStore(str(target), max_runs=max_runs, max_age_s=max_age_s)
+    from .store import Store
+
+    return Store(target, max_runs=max_runs, max_age_s=max_age_s)

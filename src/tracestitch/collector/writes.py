@@ -10,7 +10,6 @@ op and per trace, those statements were most of the collector's ingest cost).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,25 +19,36 @@ from tracestitch.schemas import usage_from_wire
 
 from .ingest import RunOp
 from .runs import overlay, run_service, run_status, time_us
+from .sql import Connection
 from .usage import cost_number
 
-__all__ = ["run_span_id", "summarise_traces", "write_ops"]
+__all__ = [
+    "RUN_COLUMNS",
+    "TRACE_COLUMNS",
+    "merge_ops",
+    "relink",
+    "run_span_id",
+    "summarise_traces",
+    "trace_rows",
+    "write_ops",
+]
 
 # SQLite caps the number of bound parameters per statement (999 before 3.32).
 _CHUNK = 500
 
-_INSERT_RUN = (
-    "INSERT OR REPLACE INTO runs(id, trace_id, parent_run_id, dotted_order, name, run_type,"
-    " project, service, status, start_us, end_us, total_tokens, total_cost, post_json,"
-    " patch_json, received_us, span_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The columns of a row :func:`merge_ops` makes, in order.
+RUN_COLUMNS = (
+    "id, trace_id, parent_run_id, dotted_order, name, run_type, project, service, status,"
+    " start_us, end_us, total_tokens, total_cost, post_json, patch_json, received_us, span_id"
 )
+_INSERT_RUN = f"INSERT OR REPLACE INTO runs({RUN_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 _SPAN_ID_RE = re.compile("[0-9a-f]{16}")
-_INSERT_TRACE = (
-    "INSERT OR REPLACE INTO traces(trace_id, root_name, project, status, start_us, end_us,"
-    " duration_us, run_count, error_count, services, total_tokens, total_cost,"
-    " has_root, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The columns of a row :func:`trace_rows` makes, in order.
+TRACE_COLUMNS = (
+    "trace_id, root_name, project, status, start_us, end_us, duration_us, run_count,"
+    " error_count, services, total_tokens, total_cost, has_root, updated_us"
 )
+_INSERT_TRACE = f"INSERT OR REPLACE INTO traces({TRACE_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 
 def _dumps(obj: Any) -> str:
@@ -63,7 +73,7 @@ def run_span_id(run: dict[str, Any], run_id: str) -> str:
     return run_id[19:23] + run_id[24:]
 
 
-def _project_names(conn: sqlite3.Connection, runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+def _project_names(conn: Connection, runs: Sequence[dict[str, Any]]) -> dict[str, str]:
     # An SDK that knows a project's id (from read_project) may send only that, no name.
     wanted = sorted(
         {
@@ -79,7 +89,7 @@ def _project_names(conn: sqlite3.Connection, runs: Sequence[dict[str, Any]]) -> 
     return names
 
 
-def _relink(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+def relink(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """OTLP spans stored before their parent run, which named it only by its span id, were
     parented on the UUID that span id stands for (otlp_spans.py): point them at the run."""
     stand_ins: dict[str, tuple[str, str]] = {}
@@ -107,12 +117,22 @@ def _relink(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     )
 
 
-def write_ops(
-    conn: sqlite3.Connection, ops: Sequence[RunOp], now_us: int
-) -> tuple[set[str], set[str]]:
+def write_ops(conn: Connection, ops: Sequence[RunOp], now_us: int) -> tuple[set[str], set[str]]:
     """Fold ``ops`` (in order: a request may hold a run's post and its patch) into their runs'
     stored post and patch, and refresh the runs' indexed columns. Returns the trace ids
     touched and the projects the runs belong to."""
+    rows, touched, projects = merge_ops(conn, ops, now_us)
+    conn.executemany(_INSERT_RUN, rows)
+    relink(conn, rows)
+    return touched, projects
+
+
+def merge_ops(
+    conn: Connection, ops: Sequence[RunOp], now_us: int
+) -> tuple[list[tuple[Any, ...]], set[str], set[str]]:
+    """The rows (:data:`RUN_COLUMNS`) of the runs ``ops`` touch, each the stored post and patch
+    with ``ops`` folded in, plus the trace ids touched and the projects the runs belong to.
+    Writes nothing: the caller stores the rows, then calls :func:`relink` with them."""
     stored: dict[str, tuple[str | None, str | None]] = {}
     ids = list(dict.fromkeys(op.run_id for op in ops))
     for chunk, marks in _chunks(ids):
@@ -178,22 +198,27 @@ def write_ops(
                 run_span_id(run, run_id),
             )
         )
-    conn.executemany(_INSERT_RUN, rows)
-    _relink(conn, rows)
-    return touched, projects
+    return rows, touched, projects
 
 
-def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int) -> None:
+def summarise_traces(conn: Connection, trace_ids: set[str], now_us: int) -> None:
     """Recompute the ``traces`` rows of ``trace_ids`` from their stored runs."""
+    conn.executemany(_INSERT_TRACE, trace_rows(conn, trace_ids, now_us))
+
+
+def trace_rows(conn: Connection, trace_ids: set[str], now_us: int) -> list[tuple[Any, ...]]:
+    """The summary rows (:data:`TRACE_COLUMNS`) of ``trace_ids``, from their stored runs."""
     ordered = sorted(trace_ids)
-    aggregates: dict[str, sqlite3.Row] = {}
+    aggregates: dict[str, Any] = {}
     services: dict[str, list[str]] = {t: [] for t in ordered}
-    roots: dict[str, sqlite3.Row] = {}
+    roots: dict[str, Any] = {}
     for chunk, marks in _chunks(ordered):
         for row in conn.execute(
             "SELECT trace_id, COUNT(*) AS n, MIN(start_us) AS start_us,"
-            " MAX(COALESCE(end_us, start_us)) AS end_us, SUM(status = 'error') AS errors,"
-            " SUM(status = 'pending') AS pending, SUM(total_tokens) AS tokens,"
+            " MAX(COALESCE(end_us, start_us)) AS end_us,"
+            " SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,"
+            " SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending,"
+            " SUM(total_tokens) AS tokens,"
             f" SUM(total_cost) AS cost FROM runs WHERE trace_id IN ({marks}) GROUP BY trace_id",
             chunk,
         ):
@@ -258,4 +283,4 @@ def summarise_traces(conn: sqlite3.Connection, trace_ids: set[str], now_us: int)
                 now_us,
             )
         )
-    conn.executemany(_INSERT_TRACE, rows)
+    return rows
