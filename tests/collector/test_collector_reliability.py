@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from collector_helpers import API_KEY, ServerThread, make_run, wire
 
-from tracestitch.collector import Store
+from tracestitch.collector import Store, TraceStore
 from tracestitch.testing import CollectorProcess
 
 BATCH = 20
 
 
-def start_collector(db: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+def start_collector(db: Path | str, *options: str) -> tuple[subprocess.Popen[str], str]:
     """The real ``tracestitch serve`` on an ephemeral port; (process, base URL)."""
     collector = CollectorProcess(db, api_key=API_KEY, options=options).start()
     assert collector.proc is not None
@@ -34,8 +35,25 @@ def make_batch(i: int) -> list[dict[str, Any]]:
     return [wire(r) for r in [root, *kids]]
 
 
-def test_sigkill_keeps_every_acknowledged_run(tmp_path: Path) -> None:
-    db = tmp_path / "kill.db"
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the collector stores: a SQLite file, or a PostgreSQL database (its URL)."""
+    if request.param == "sqlite":
+        return tmp_path / "kill.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def open_store(database: Path | str) -> TraceStore:
+    if isinstance(database, Path):
+        return Store(database)
+    from tracestitch.collector.pg_store import PgStore
+
+    return PgStore(database, pool_size=1)
+
+
+def test_sigkill_keeps_every_acknowledged_run(database: Path | str) -> None:
+    db = database
     proc, url = start_collector(db)
     acked: list[dict[str, Any]] = []
     enough = threading.Event()
@@ -66,7 +84,7 @@ def test_sigkill_keeps_every_acknowledged_run(tmp_path: Path) -> None:
 
     proc2, url2 = start_collector(db)
     try:
-        store = Store(db)
+        store = open_store(db)
         for sent in acked:
             stored = store.get_run(sent["id"])
             assert stored is not None, sent["name"]
