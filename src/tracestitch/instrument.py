@@ -11,7 +11,8 @@ same four things with a run, and they do them through this module only:
   as a context manager; :func:`attach` / :func:`detach` with a token where the code that
   runs is not one block, as a WSGI response iterated by the server);
 - **finish** it (:func:`finish_run`, with outputs or the error), which hands it on to export;
-- keep every internal error away from the host code (:func:`report`, in ``except`` blocks).
+- keep every internal error away from the host code (:func:`report`, in ``except`` blocks),
+  and :func:`flush` what is still queued when the host shuts down.
 
 Headers travel through carriers (:mod:`tracestitch.carriers`): :func:`remote_parent` reads the
 caller's run from any of them and :func:`inject` writes the current one for the next service.
@@ -43,7 +44,7 @@ from typing import Any, Final, Literal
 
 from tracestitch._guard import report
 from tracestitch.context import LOCAL, _config, _current_run, tracing_mode
-from tracestitch.exporter import LOCAL_ONLY
+from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import extract_parent, inject
 from tracestitch.run_tree import RunTree
@@ -56,6 +57,7 @@ __all__ = [
     "current_run",
     "detach",
     "finish_run",
+    "flush",
     "inject",
     "remote_parent",
     "report",
@@ -135,38 +137,47 @@ def start_run(
 ) -> RunTree | None:
     """A new run, started now and not yet handed to export (:func:`finish_run` does that), or
     ``None`` when nothing is recorded here (tracing off in this context, or a parent whose
-    trace is not recorded: a sampled-out caller).
+    trace is not recorded: a sampled-out caller). Never raises (see :func:`report`).
 
     Metadata and tags set by an enclosing ``tracing_context`` are added, and a child inherits
     its parent's. ``kind`` is the run's role for exporters that have span kinds (OTLP):
     ``"server"``, ``"client"``, ``"producer"``, ``"consumer"``; it is not inherited.
     A run open for long is posted open meanwhile by the export worker (:mod:`.open_runs`).
     """
-    config = _config.get()
-    mode = tracing_mode(config)
-    if mode is False:
-        return None
-    if parent is CURRENT:
-        parent = _current_run.get()
-    if config.metadata:
-        metadata = {**config.metadata, **(metadata or {})}
-    if config.tags:
-        tags = [*config.tags, *(tags or ())]
-    if isinstance(parent, RunTree):
-        if not parent.tracing_enabled:
+    try:
+        config = _config.get()
+        mode = tracing_mode(config)
+        if mode is False:
             return None
-        run = parent.create_child(
-            name, run_type, inputs=inputs, metadata=metadata, tags=tags, project_name=project_name
-        )
-    else:
-        run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
-    if mode is LOCAL and run.exporter is None:
-        run.exporter = LOCAL_ONLY  # and its children: they inherit it
-    if kind is not None:
-        # In extra, not metadata: metadata is inherited by child runs and carried downstream.
-        run.extra = {"span_kind": kind}
-    watch(run)
-    return run
+        if parent is CURRENT:
+            parent = _current_run.get()
+        if config.metadata:
+            metadata = {**config.metadata, **(metadata or {})}
+        if config.tags:
+            tags = [*config.tags, *(tags or ())]
+        if isinstance(parent, RunTree):
+            if not parent.tracing_enabled:
+                return None
+            run = parent.create_child(
+                name,
+                run_type,
+                inputs=inputs,
+                metadata=metadata,
+                tags=tags,
+                project_name=project_name,
+            )
+        else:
+            run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
+        if mode is LOCAL and run.exporter is None:
+            run.exporter = LOCAL_ONLY  # and its children: they inherit it
+        if kind is not None:
+            # In extra, not metadata: metadata is inherited by children and sent downstream.
+            run.extra = {"span_kind": kind}
+        watch(run)
+        return run
+    except Exception as exc:  # the instrumented code runs on, untraced
+        report("instrument.start_run", exc)
+        return None
 
 
 def finish_run(
@@ -175,7 +186,17 @@ def finish_run(
     error: BaseException | str | None = None,
 ) -> None:
     """End ``run`` now (with ``outputs`` and/or ``error``, when given) and hand it to export,
-    once and complete; a run already ended (by the instrumented code) is only handed on."""
-    if run.end_time_us is None or outputs is not None or error is not None:
-        run.end(outputs=outputs, error=error)
-    ship(run)
+    once and complete; a run already ended (by the instrumented code) is only handed on.
+    Never raises (see :func:`report`)."""
+    try:
+        if run.end_time_us is None or outputs is not None or error is not None:
+            run.end(outputs=outputs, error=error)
+        ship(run)
+    except Exception as exc:
+        report("instrument.finish_run", exc)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until the runs handed on so far are exported (at most ``timeout`` seconds):
+    what an integration calls as its app or worker shuts down. ``True`` when all went out."""
+    return get_exporter().flush(timeout)

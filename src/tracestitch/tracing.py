@@ -29,52 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_GENERATOR_ITEMS = 100
 
 
-def _start_run(
-    name: str,
-    run_type: str,
-    inputs: dict[str, Any],
-    metadata: Mapping[str, Any] | None,
-    tags: Sequence[str] | None,
-    project_name: str | None = None,
-    parent: RunTree | None = None,
-) -> RunTree | None:
-    """The new run (under ``parent``, else the current run); ``None`` when tracing is off
-    here (then nothing is traced)."""
-    try:
-        return start_run(
-            name,
-            run_type,
-            parent=CURRENT if parent is None else parent,
-            inputs=inputs,
-            metadata=metadata,
-            tags=tags,
-            project_name=project_name,
-        )
-    except Exception as exc:
-        report("tracing.start", exc)
-        return None
-
-
-_KEEP_OUTPUTS: Any = object()
-
-
-def _end_run(
-    run: RunTree, outputs: Any = _KEEP_OUTPUTS, error: BaseException | None = None
-) -> None:
-    # Handed on once, complete, as the middleware does: a post at start would make the worker
-    # serialize a short run two or three times (open, ended, merged). A run open for long is
-    # posted by the worker's sweep meanwhile, and then this is a patch (open_runs).
-    try:
-        if error is not None:
-            finish_run(run, error=error)
-        elif outputs is _KEEP_OUTPUTS:
-            finish_run(run)
-        else:
-            finish_run(run, outputs if isinstance(outputs, dict) else {"output": outputs})
-    except Exception as exc:
-        report("tracing.end", exc)
-
-
 class _InputBinder:
     """Maps a call's arguments to an inputs dict without ``inspect.Signature.bind`` (~10x
     slower): parameter names are read once at decoration time."""
@@ -160,7 +114,14 @@ def traceable(
             except Exception as exc:
                 report("tracing.inputs", exc)
                 inputs = {}
-            return _start_run(run_name, run_type, inputs, meta, tag_list, project_name)
+            return start_run(
+                run_name,
+                run_type,
+                inputs=inputs,
+                metadata=meta,
+                tags=tag_list,
+                project_name=project_name,
+            )
 
         def finish(run: RunTree, result: Any) -> None:
             if process_outputs is not None:
@@ -169,7 +130,10 @@ def traceable(
                 except Exception as exc:
                     report("tracing.outputs", exc)
                     result = None
-            _end_run(run, result)
+            # Handed on once, complete: a post at start would make the worker serialize a
+            # short run two or three times (open, ended, merged). A run open for long is
+            # posted by the worker's sweep meanwhile, and then this is a patch (open_runs).
+            finish_run(run, result if isinstance(result, dict) else {"output": result})
 
         if inspect.isasyncgenfunction(fn):
             return _wrap_async_generator(fn, start, finish)
@@ -186,7 +150,7 @@ def traceable(
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    _end_run(run, error=exc)
+                    finish_run(run, error=exc)
                     raise
                 finally:
                     detach(token)
@@ -204,7 +168,7 @@ def traceable(
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                _end_run(run, error=exc)
+                finish_run(run, error=exc)
                 raise
             finally:
                 detach(token)
@@ -260,7 +224,7 @@ def _wrap_generator(
                 finish(run, yielded.outputs(**{"return": stop.value}))
                 return stop.value
             except BaseException as exc:
-                _end_run(run, error=exc)
+                finish_run(run, error=exc)
                 raise
             finally:
                 detach(token)
@@ -305,7 +269,7 @@ def _wrap_async_generator(
                 finish(run, yielded.outputs())
                 return
             except BaseException as exc:
-                _end_run(run, error=exc)
+                finish_run(run, error=exc)
                 raise
             finally:
                 detach(token)
@@ -333,7 +297,7 @@ class trace:
     tracing is off the block still runs and ``run`` is ``None``.
     """
 
-    __slots__ = ("_args", "_run", "_token")
+    __slots__ = ("_args", "_parent", "_run", "_token")
 
     def __init__(
         self,
@@ -346,12 +310,22 @@ class trace:
         project_name: str | None = None,
         parent: RunTree | None = None,
     ) -> None:
-        self._args = (name, run_type, dict(inputs or {}), metadata, tags, project_name, parent)
+        self._args = (name, run_type, dict(inputs or {}), metadata, tags, project_name)
+        self._parent = parent
         self._run: RunTree | None = None
         self._token: Any = None
 
     def __enter__(self) -> RunTree | None:
-        self._run = _start_run(*self._args)
+        name, run_type, inputs, metadata, tags, project_name = self._args
+        self._run = start_run(
+            name,
+            run_type,
+            parent=CURRENT if self._parent is None else self._parent,
+            inputs=inputs,
+            metadata=metadata,
+            tags=tags,
+            project_name=project_name,
+        )
         if self._run is not None:
             self._token = attach(self._run)
         return self._run
@@ -367,9 +341,9 @@ class trace:
             return
         detach(self._token)
         if exc is not None:
-            _end_run(run, error=exc)
+            finish_run(run, error=exc)
         else:  # ended now, or (ended by the block itself) only handed on
-            _end_run(run)
+            finish_run(run)
 
     async def __aenter__(self) -> RunTree | None:
         return self.__enter__()

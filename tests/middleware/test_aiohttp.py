@@ -182,7 +182,7 @@ async def test_cleanup_flushes_the_exporter() -> None:
 async def test_bare_middleware_factory_and_internal_error_swallowed(
     client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracestitch.middleware._common import ServerTracer
+    from tracestitch.middleware import _exchange
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
@@ -194,7 +194,7 @@ async def test_bare_middleware_factory_and_internal_error_swallowed(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(ServerTracer, "finish", broken)
+    monkeypatch.setattr(_exchange, "finish_run", broken)
     _guard.set_strict(False)
     response = await c.get("/")
     assert response.status == 200

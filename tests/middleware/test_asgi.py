@@ -145,9 +145,10 @@ async def test_parameterised_mounts_are_named_by_their_templates() -> None:
         "GET /static/{path}",
     ]
     assert not any(tenant in name for tenant in tenants for name in names)
-    # The cache holds one entry per route, not one per caller-chosen tenant.
-    assert len(wrapped._names) == 5
-    assert all(isinstance(key[2], int) for key in wrapped._names)
+    # The cache holds one entry per node of the routing tree, not one per caller-chosen tenant.
+    places = wrapped._routes._places
+    assert len(places) == 8  # five mounts, three routes (one reached by two chains)
+    assert all(isinstance(key, int) for key in places)
 
 
 async def test_mount_templates_when_added_with_add_middleware() -> None:
@@ -170,11 +171,11 @@ async def test_mounts_behind_opaque_apps_fall_back_to_the_path_uncached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A sub-app hidden behind middleware (no ``routes``): its mount templates are unknown."""
-    from tracestitch.middleware import asgi
+    from tracestitch.middleware import _starlette_routes as routes
 
     walks: list[object] = []
-    index_routes = asgi._index_routes
-    monkeypatch.setattr(asgi, "_index_routes", lambda r: walks.append(r) or index_routes(r))
+    index_routes = routes._index
+    monkeypatch.setattr(routes, "_index", lambda r: walks.append(r) or index_routes(r))
 
     async def endpoint(request: Any) -> PlainTextResponse:
         return PlainTextResponse("x")
@@ -198,8 +199,7 @@ async def test_mounts_behind_opaque_apps_fall_back_to_the_path_uncached(
     assert runs[0].name == "GET /fixed/items/{item_id}"
     assert [r.name for r in runs[1:]] == [f"GET /t{i}/items/{{item_id}}" for i in range(20)]
     # Nothing keyed by the concrete prefix was cached; the tree was walked once, not per request.
-    assert wrapped._names == {}
-    assert len(wrapped._chains) == 3  # the two mounts, and the route found under neither
+    assert len(wrapped._routes._places) == 3  # the two mounts, and the route found under neither
     assert len(walks) == 1
 
 
@@ -408,12 +408,12 @@ async def test_context_is_clean_after_each_request() -> None:
 async def test_internal_error_is_swallowed_and_counted_in_production(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tracestitch.middleware._common import ServerTracer
+    from tracestitch.middleware import _exchange
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug in tracestitch")
 
-    monkeypatch.setattr(ServerTracer, "finish", broken)
+    monkeypatch.setattr(_exchange, "finish_run", broken)
     app = make_app()
     before = _guard.internal_errors().get("middleware.asgi.finish", 0)
     _guard.set_strict(False)

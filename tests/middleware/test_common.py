@@ -49,19 +49,19 @@ def test_path_matcher_rejects_bad_patterns(bad: object) -> None:
     ],
 )
 def test_query_redaction(query: str, expected: str) -> None:
-    assert ServerTracer(MiddlewareOptions()).redact_query(query) == expected
+    assert ServerTracer(MiddlewareOptions()).recorder.redact_query(query) == expected
 
 
 def test_query_is_capped() -> None:
     tracer = ServerTracer(MiddlewareOptions())
-    assert len(tracer.redact_query("q=" + "x" * 100_000)) <= 2048
+    assert len(tracer.recorder.redact_query("q=" + "x" * 100_000)) <= 2048
 
 
 def test_recorded_headers_allow_list_and_redaction() -> None:
     tracer = ServerTracer(
         MiddlewareOptions(record_headers=["user-agent", "authorization", "X-Api-Key", "cookie"])
     )
-    found, has_trace = tracer.scan_pairs(
+    found, has_trace = tracer.recorder.scan_pairs(
         [
             (b"user-agent", b"ua"),
             (b"authorization", b"Bearer secret"),
@@ -80,12 +80,15 @@ def test_recorded_headers_allow_list_and_redaction() -> None:
     }
     assert has_trace
     environ = {"HTTP_AUTHORIZATION": "Bearer s", "HTTP_USER_AGENT": "ua", "CONTENT_TYPE": "x/y"}
-    assert tracer.headers_from_environ(environ) == {"authorization": REDACTED, "user-agent": "ua"}
+    assert tracer.recorder.headers_from_environ(environ) == {
+        "authorization": REDACTED,
+        "user-agent": "ua",
+    }
 
 
 def test_header_values_are_capped() -> None:
     tracer = ServerTracer(MiddlewareOptions())
-    found, _ = tracer.scan_pairs([(b"user-agent", b"x" * 100_000)])
+    found, _ = tracer.recorder.scan_pairs([(b"user-agent", b"x" * 100_000)])
     assert found is not None
     assert len(found["user-agent"]) <= 1024
 

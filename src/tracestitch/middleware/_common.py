@@ -2,12 +2,14 @@
 start its run under the caller's (or a new root), and end it with the status or the error.
 
 The adapters (``asgi``, ``wsgi``, ``aiohttp``) only translate their framework's request and
-response into the calls here, so behaviour is identical across frameworks. Everything a request
+response into the calls here and into an :class:`Exchange <._exchange.Exchange>` (which holds
+the run until it ends, once), so behaviour is identical across frameworks. Everything a request
 pays for is precomputed once per app in :class:`ServerTracer`: the per-request path is a few
 dict lookups, one ``RunTree`` and one ``post`` to the exporter.
 
 The options live in :mod:`._options`, what of a request is recorded (and redacted) in
-:mod:`._recording`; both are re-exported here.
+:mod:`._recording`; both are re-exported here. Runs are made through the public
+:mod:`tracestitch.instrument`, as any integration's.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 from tracestitch.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
-from tracestitch.context import LOCAL, tracing_enabled, tracing_mode
-from tracestitch.exporter import LOCAL_ONLY
+from tracestitch.instrument import remote_parent, start_run, tracing_on
 from tracestitch.middleware._options import (
     MiddlewareOptions,
     PathMatcher,
@@ -37,8 +38,6 @@ from tracestitch.middleware._recording import (
 from tracestitch.middleware._recording import MAX_HEADER_CHARS as MAX_HEADER_CHARS  # re-export
 from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS  # re-export
 from tracestitch.middleware._recording import readable as readable  # re-export
-from tracestitch.open_runs import ship, watch
-from tracestitch.propagation import extract_parent
 from tracestitch.run_tree import RunTree
 
 __all__ = [
@@ -46,10 +45,12 @@ __all__ = [
     "DEFAULT_RECORDED_HEADERS",
     "REDACTED",
     "SENSITIVE_QUERY_KEYS",
+    "UNTRACED",
     "MiddlewareOptions",
     "Outcome",
     "PathMatcher",
     "ServerTracer",
+    "Untraced",
     "default_service_name",
     "missing_extra",
 ]
@@ -78,12 +79,26 @@ class Outcome(enum.Enum):
     NEW_ROOT = "new_root"  # traced, as the root of a new trace
 
 
+class Untraced:
+    """A request to run with tracing disabled, under ``parent`` (``None``: no parent at all),
+    so that its code makes no runs (and, without a parent, propagates nothing)."""
+
+    __slots__ = ("parent",)
+
+    def __init__(self, parent: RunTree | None) -> None:
+        self.parent = parent
+
+
+#: Excluded paths and methods, and new traces sampled out.
+UNTRACED = Untraced(None)
+
 _random = random.random
 
 
-class ServerTracer(RequestRecorder):
-    """The framework-independent half of a middleware, built once per app (what it records of
-    a request comes from :class:`RequestRecorder`)."""
+class ServerTracer:
+    """The framework-independent half of a middleware, built once per app: decides whether to
+    trace a request, starts its run and finishes it. What it records of a request is its
+    :attr:`recorder`'s (a part, not a base class: the recorder knows nothing of runs)."""
 
     __slots__ = (
         "_exclude",
@@ -97,7 +112,9 @@ class ServerTracer(RequestRecorder):
         "_status_errors",
         "_tags",
         "_trust",
+        "inputs",
         "options",
+        "recorder",
         "route_resolver",
         "run_type",
         "service",
@@ -122,7 +139,9 @@ class ServerTracer(RequestRecorder):
         self._sample_rate = options.sample_rate
         self._trust = options.trust_incoming
         self._limits = options.limits
-        super().__init__(options.record_headers, options.redact_query_params)
+        self.recorder = RequestRecorder(options.record_headers, options.redact_query_params)
+        #: ``inputs(method, path, query, client, headers)``: the run's inputs (the recorder's).
+        self.inputs = self.recorder.inputs
         self._status_errors: dict[int, str] = {}
 
     def learn_app(self, app: Any) -> None:
@@ -149,7 +168,7 @@ class ServerTracer(RequestRecorder):
         if exclude is not None and exclude(path):
             return Outcome.DISABLED
         # A header links runs; it cannot switch tracing on where the host switched it off.
-        return None if tracing_enabled() else Outcome.PASS
+        return None if tracing_on() else Outcome.PASS
 
     def parent(self, carrier: Any, has_trace: bool = True) -> RunTree | Outcome:
         """The caller's run (a never-exported stand-in) to start under, or an :class:`Outcome`.
@@ -158,7 +177,7 @@ class ServerTracer(RequestRecorder):
         ``langsmith-trace`` nor ``traceparent``, so there is nothing to parse.
         """
         if has_trace:
-            parent = extract_parent(carrier, trust=self._trust, limits=self._limits)
+            parent = remote_parent(carrier, trust=self._trust, limits=self._limits)
             if parent is not None:
                 return parent
         if not self._new_roots:
@@ -170,27 +189,36 @@ class ServerTracer(RequestRecorder):
 
     def decide(
         self, method: str, path: str, carrier: Any, has_trace: bool
-    ) -> RunTree | Outcome | None:
+    ) -> RunTree | Outcome | Untraced | None:
         """:meth:`admit` then :meth:`parent`, as every adapter needs them: ``None`` (pass the
-        request through untouched), ``Outcome.DISABLED`` (run it with tracing off), or the
-        parent to start the request's run under (the caller's run or ``Outcome.NEW_ROOT``)."""
+        request through untouched), an :class:`Untraced` (run it with tracing disabled), or
+        the parent to :meth:`start` the request's run under (the caller's run or
+        ``Outcome.NEW_ROOT``)."""
         skip = self.admit(method, path)
         if skip is not None:
-            return None if skip is Outcome.PASS else skip
+            return None if skip is Outcome.PASS else UNTRACED
         parent = self.parent(carrier, has_trace)
-        return None if parent is Outcome.PASS else parent
+        if parent is Outcome.PASS:
+            return None
+        return UNTRACED if parent is Outcome.DISABLED else parent
 
     # -- the run -------------------------------------------------------------------------------
 
     def start(
         self,
         parent: RunTree | Outcome,
-        name: str,
-        inputs: dict[str, Any],
+        method: str,
+        path: str,
+        query: str,
+        client: str | None,
+        headers: dict[str, str] | None,
         server: tuple[Any, Any] | None,
     ) -> RunTree:
-        """The request's run, not yet posted: it is posted once, complete, by :meth:`finish`
-        (one hand-over to the exporter instead of two, with the final route name)."""
+        """The request's run under ``parent`` (from :meth:`decide`), named after its path until
+        routed; not yet posted: its :class:`Exchange <._exchange.Exchange>` hands it on once,
+        complete, at its end (one hand-over to the exporter instead of two, with the final
+        route name). ``headers`` are those the recorder kept."""
+        inputs = self.inputs(method, path, query, client, headers)
         meta = self._meta
         if server is not None:
             if type(server) is not tuple:  # the ASGI spec allows a list (TestClient sends one)
@@ -203,55 +231,22 @@ class ServerTracer(RequestRecorder):
                 if len(self._meta_by_server) < 64:  # bounded: servers are few
                     self._meta_by_server[server] = found
             meta = found
-        if isinstance(parent, RunTree):
-            run = parent.create_child(
-                name,
-                self.run_type,
-                inputs=inputs,
-                metadata=meta,
-                tags=self._tags,
-                project_name=self._project,
-            )
-        else:
-            run = RunTree._new_root(name, self.run_type, inputs, meta, self._tags, self._project)
-        if run.exporter is None and tracing_mode() is LOCAL:
-            run.exporter = LOCAL_ONLY  # a capture while tracing is off: seen, not exported
-        # Its role, for exporters that have span kinds (OTLP: SERVER). In extra, not metadata:
-        # metadata is inherited by child runs and carried downstream, a role is not.
-        run.extra = {"span_kind": "server"}
-        watch(run)  # a request open for long is posted meanwhile by the export worker
+        run = start_run(
+            f"{method} {path[:MAX_PATH_CHARS]}",  # until routed
+            self.run_type,
+            parent=parent if isinstance(parent, RunTree) else None,
+            inputs=inputs,
+            metadata=meta,
+            tags=self._tags,
+            project_name=self._project,
+            kind="server",  # its role, for exporters that have span kinds (OTLP: SERVER)
+        )
+        if run is None:  # decide() saw tracing on in this very context: cannot happen
+            raise RuntimeError("tracing switched off between decide() and start()")
         return run
 
-    def finish(
-        self,
-        run: RunTree,
-        status: int | None,
-        size: int,
-        error: BaseException | None = None,
-        *,
-        incomplete: bool = False,
-    ) -> None:
-        """End ``run`` with the response's status and size (5xx marks it errored) and post it."""
-        outputs: dict[str, Any] = {"status_code": status, "response_size": size}
-        if incomplete:
-            # The app returned or the client left before the last body chunk was sent.
-            outputs["incomplete"] = True
-        if error is not None:
-            run.end(outputs=outputs, error=error)
-        elif status is not None and status >= 500:
-            run.end(outputs=outputs, error=self._status_error(status))
-        else:
-            run.end(outputs=outputs)
-        ship(run)
-
-    def routed(self, run: RunTree, name: str) -> None:
-        """Name ``run`` after the route the request matched (``name`` from :meth:`name`, as
-        ``"GET /items/{id}"``) and keep the route template (OTLP's ``http.route``; a raw path
-        is never recorded as a route)."""
-        run.name = name
-        run.extra["route"] = name.partition(" ")[2]
-
-    def _status_error(self, status: int) -> str:
+    def status_error(self, status: int) -> str:
+        """The error a 5xx response marks its run with: ``"HTTP 503 Service Unavailable"``."""
         text = self._status_errors.get(status)
         if text is None:
             try:
@@ -263,4 +258,5 @@ class ServerTracer(RequestRecorder):
         return text
 
     def name(self, method: str, template: str) -> str:
+        """A server run's name: ``"GET /items/{item_id}"``."""
         return f"{method} {template[:MAX_PATH_CHARS]}"

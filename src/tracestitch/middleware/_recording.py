@@ -2,9 +2,9 @@
 credentials always ``[REDACTED]``), the query (values of sensitive keys ``[REDACTED]``), all
 capped so a hostile URL or header cannot bloat runs.
 
-:class:`RequestRecorder` holds the per-app precomputed state; :class:`ServerTracer
-<tracestitch.middleware._common.ServerTracer>` is one, so the adapters call these methods on
-their tracer.
+:class:`RequestRecorder` holds the per-app precomputed state; each :class:`ServerTracer
+<tracestitch.middleware._common.ServerTracer>` has one (``tracer.recorder``), which the adapters
+ask for the headers of their framework's shape.
 """
 
 from __future__ import annotations

@@ -9,22 +9,19 @@ handler is a response (3xx/4xx are not errors), not a failure.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from tracestitch._guard import report
-from tracestitch.context import _current_run, tracing_context
-from tracestitch.exporter import get_exporter
+from tracestitch.instrument import attach, current_run, detach, report
 from tracestitch.middleware._common import (
     MiddlewareOptions,
-    Outcome,
     ServerTracer,
+    Untraced,
     missing_extra,
     readable,
     resolve_options,
 )
-from tracestitch.run_tree import RunTree
+from tracestitch.middleware._exchange import Exchange, flush_at_shutdown, untraced
 
 try:
     from aiohttp import web
@@ -35,9 +32,6 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 __all__ = ["flush_exporter", "setup_tracing", "tracing_middleware"]
 
 
-_MAX_CACHED_NAMES = 4096
-
-
 def tracing_middleware(*, options: MiddlewareOptions | None = None, **kwargs: Any) -> Middleware:
     """An ``@web.middleware`` tracing every request as a run named ``"{METHOD} {route}"``::
 
@@ -46,8 +40,37 @@ def tracing_middleware(*, options: MiddlewareOptions | None = None, **kwargs: An
 
     Keyword options are those of :class:`tracestitch.middleware.MiddlewareOptions`.
     """
-    options = resolve_options(options, kwargs)
-    return _Middleware(ServerTracer(options)).as_middleware()
+    tracer = ServerTracer(resolve_options(options, kwargs))
+
+    @web.middleware
+    async def tracestitch_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange: Any = None
+        try:
+            exchange = _begin(tracer, request)
+        except Exception as exc:
+            report("middleware.aiohttp.start", exc)
+        if exchange is None:
+            return await handler(request)
+        if not isinstance(exchange, _Exchange):
+            with untraced(exchange):
+                return await handler(request)
+        token = attach(exchange.run)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # aiohttp answers with it: a response (4xx, 3xx) rather than a failure; a 5xx one
+            # marks the run by its status.
+            exchange.respond_with(exc)
+            raise
+        except BaseException as exc:
+            exchange.end(exc)
+            raise
+        finally:
+            detach(token)
+        exchange.watch(response)
+        return response
+
+    return tracestitch_middleware
 
 
 def setup_tracing(app: web.Application, **kwargs: Any) -> None:
@@ -58,36 +81,23 @@ def setup_tracing(app: web.Application, **kwargs: Any) -> None:
     """
     options = MiddlewareOptions(**kwargs)
     app.middlewares.append(tracing_middleware(options=options))
-    app.on_cleanup.append(_flusher(options.flush_timeout))
+    timeout = options.flush_timeout
+    app.on_cleanup.append(lambda app: flush_at_shutdown(timeout, "middleware.aiohttp"))
     if options.trace_id_header:
         app.on_response_prepare.append(_trace_header_hook(options.trace_id_header))
 
 
 async def flush_exporter(app: web.Application) -> None:
     """An ``on_cleanup`` callback: flush the exporter (5 s at most) as the app shuts down."""
-    await _flusher(5.0)(app)
+    await flush_at_shutdown(5.0, "middleware.aiohttp")
 
 
-def _flusher(timeout: float) -> Callable[[web.Application], Awaitable[None]]:
-    async def flush(app: web.Application) -> None:
-        try:
-            exporter = get_exporter()
-            # flush() blocks; other cleanup callbacks on this loop keep running meanwhile.
-            await asyncio.get_running_loop().run_in_executor(None, exporter.flush, timeout)
-        except Exception as exc:
-            report("middleware.aiohttp.flush", exc)
-
-    return flush
-
-
-def _trace_header_hook(
-    name: str,
-) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+def _trace_header_hook(name: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     async def add_trace_header(request: web.Request, response: web.StreamResponse) -> None:
         # Prepared inside the handler (a stream), the current run is the request's or one of
         # its children: the same trace either way.
         try:
-            run = _current_run.get()
+            run = current_run()
             if run is not None and name not in response.headers:
                 response.headers[name] = str(run.trace_id)
         except Exception as exc:
@@ -96,121 +106,43 @@ def _trace_header_hook(
     return add_trace_header
 
 
-class _Middleware:
-    __slots__ = ("_names", "_tracer")
-
-    def __init__(self, tracer: ServerTracer) -> None:
-        self._tracer = tracer
-        # (id(resource), method) -> (resource, run name); resources live as long as the app.
-        self._names: dict[tuple[int, str], tuple[Any, str]] = {}
-
-    def as_middleware(self) -> Middleware:
-        begin = self._begin
-
-        @web.middleware
-        async def tracestitch_middleware(
-            request: web.Request, handler: Handler
-        ) -> web.StreamResponse:
-            exchange: _Exchange | Outcome | None = None
-            try:
-                exchange = begin(request)
-            except Exception as exc:
-                report("middleware.aiohttp.start", exc)
-            if exchange is None:
-                return await handler(request)
-            if exchange is Outcome.DISABLED:
-                with tracing_context(enabled=False, parent=None):
-                    return await handler(request)
-            assert isinstance(exchange, _Exchange)
-            token = _current_run.set(exchange.run)
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                # aiohttp answers with it: a response (4xx, 3xx) rather than a failure; a 5xx
-                # one marks the run by its status.
-                exchange.respond_with(exc)
-                raise
-            except BaseException as exc:
-                exchange.end(exc)
-                raise
-            finally:
-                _current_run.reset(token)
-            exchange.watch(response)
-            return response
-
-        return tracestitch_middleware
-
-    def _begin(self, request: web.Request) -> _Exchange | Outcome | None:
-        tracer = self._tracer
-        method = request.method
-        # aiohttp hands over bytes that are not UTF-8 as lone surrogates: recorded as U+FFFD.
-        path = readable(request.path)
-        headers = request.headers
-        has_trace = "langsmith-trace" in headers or "traceparent" in headers
-        parent = tracer.decide(method, path, headers, has_trace)
-        if parent is None or parent is Outcome.DISABLED:
-            return parent
-        inputs = tracer.inputs(
-            method,
-            path,
-            readable(request.query_string),
-            request.remote,
-            tracer.headers_from_multidict(headers),
-        )
-        server: tuple[Any, Any] | None = None
-        transport = request.transport
-        if transport is not None:
-            sockname = transport.get_extra_info("sockname")
-            if isinstance(sockname, tuple) and len(sockname) >= 2:
-                server = (sockname[0], sockname[1])
-        # aiohttp has routed the request before the middleware runs: the name is known now.
-        routed = self._run_name(request, method)
-        run = tracer.start(parent, routed or tracer.name(method, path), inputs, server)
-        if routed is not None:
-            tracer.routed(run, routed)
-        return _Exchange(tracer, run)
-
-    def _run_name(self, request: web.Request, method: str) -> str | None:
-        tracer = self._tracer
-        resolver = tracer.route_resolver
-        if resolver is not None:
-            template = resolver(request)
-            if template:
-                return tracer.name(method, template)
-        resource = request.match_info.route.resource
-        if resource is None:  # no route matched (404/405 system routes)
-            return None
-        key = (id(resource), method)
-        cached = self._names.get(key)
-        if cached is not None and cached[0] is resource:
-            return cached[1]
-        name = tracer.name(method, resource.canonical)
-        if len(self._names) < _MAX_CACHED_NAMES:
-            self._names[key] = (resource, name)
-        return name
+def _begin(tracer: ServerTracer, request: web.Request) -> Any:
+    method = request.method
+    # aiohttp hands over bytes that are not UTF-8 as lone surrogates: recorded as U+FFFD.
+    path = readable(request.path)
+    headers = request.headers
+    has_trace = "langsmith-trace" in headers or "traceparent" in headers
+    parent = tracer.decide(method, path, headers, has_trace)
+    if parent is None or isinstance(parent, Untraced):
+        return parent
+    query = readable(request.query_string)
+    recorded = tracer.recorder.headers_from_multidict(headers)
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    server = tuple(sockname[:2]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    run = tracer.start(parent, method, path, query, request.remote, recorded, server)
+    exchange = _Exchange(tracer, run, request, method)
+    exchange.routed(exchange.run_name())  # aiohttp routed the request before the middleware ran
+    return exchange
 
 
-class _Exchange:
+class _Exchange(Exchange):
     """One traced request, until the response's ``write_eof``."""
 
-    __slots__ = ("_prepare", "_response", "_tracer", "_write_eof", "done", "run")
+    __slots__ = ("_prepare", "_response", "_write_eof")
+    site = "middleware.aiohttp"
 
-    def __init__(self, tracer: ServerTracer, run: RunTree) -> None:
-        self._tracer = tracer
-        self.run = run
-        self.done = False
-        self._response: web.StreamResponse | None = None
-        self._prepare: Callable[[web.BaseRequest], Awaitable[Any]] | None = None
-        self._write_eof: Callable[[bytes], Awaitable[None]] | None = None
+    def route_template(self) -> str | None:
+        resource = self.request.match_info.route.resource
+        return None if resource is None else resource.canonical  # None: 404/405 system routes
 
     def respond_with(self, exc: web.HTTPException) -> None:
         try:
-            header = self._tracer.trace_header
+            header = self.trace_id_header()
             if header is not None:
-                exc.headers[header] = str(self.run.trace_id)
+                exc.headers[header[0]] = header[1]
             body = exc.body
-            size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-            self._finish(exc.status, size, None)
+            self.status, self.size = exc.status, len(body) if isinstance(body, bytes) else 0
+            self.end()
         except Exception as error:
             report("middleware.aiohttp.finish", error)
 
@@ -221,13 +153,15 @@ class _Exchange:
                 # aiohttp will answer 500 for this; the run says what the handler returned.
                 self.end(TypeError(f"handler returned {type(response).__name__}"))
                 return
-            header = self._tracer.trace_header
+            header = self.trace_id_header()
             if header is not None and not response.prepared:
-                response.headers[header] = str(self.run.trace_id)
-            if _eof_sent(response):  # streamed and finished inside the handler
-                self._finish(response.status, _size(response), None)
-                return
+                response.headers[header[0]] = header[1]
             self._response = response
+            if getattr(response, "_eof_sent", False) is True:  # streamed, done in the handler
+                # No public flag for it. Should the private one go away, the response is
+                # wrapped instead and aiohttp's own (then no-op) write_eof ends the run.
+                self._ended(incomplete=False)
+                return
             self._prepare = response.prepare
             self._write_eof = response.write_eof
             # Instance attributes shadow the methods for this response only.
@@ -237,67 +171,29 @@ class _Exchange:
             report("middleware.aiohttp.watch", exc)
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        assert self._prepare is not None
-        try:
-            return await self._prepare(request)
-        except ConnectionError:
-            self._end_response(incomplete=True)
-            raise
-        except BaseException as exc:
-            self.end(exc)
-            raise
+        return await self._step(self._prepare(request))
 
     async def write_eof(self, data: bytes = b"") -> None:
-        assert self._write_eof is not None
+        await self._step(self._write_eof(data))
+        self._ended()
+
+    async def _step(self, step: Awaitable[Any]) -> Any:
         try:
-            await self._write_eof(data)
-        except ConnectionError:
-            self._end_response(incomplete=True)
+            return await step
+        except ConnectionError:  # the client went away
+            self._ended(incomplete=True)
             raise
         except BaseException as exc:
-            self.end(exc)
+            self._ended(exc)
             raise
-        self._end_response(incomplete=False)
 
-    def _end_response(self, *, incomplete: bool) -> None:
-        response = self._response
-        if response is None or self.done:
-            return
-        try:
-            self._finish(response.status, _size(response), None, incomplete=incomplete)
-        except Exception as exc:
-            report("middleware.aiohttp.finish", exc)
-
-    def end(self, error: BaseException | None) -> None:
-        response = self._response
-        status = response.status if response is not None else None
-        try:
-            self._finish(status, 0, error)
-        except Exception as exc:
-            report("middleware.aiohttp.finish", exc)
-
-    def _finish(
-        self,
-        status: int | None,
-        size: int,
-        error: BaseException | None,
-        *,
-        incomplete: bool = False,
-    ) -> None:
-        if self.done:
-            return
-        self.done = True
-        self._tracer.finish(self.run, status, size, error, incomplete=incomplete)
-
-
-def _eof_sent(response: web.StreamResponse) -> bool:
-    # No public flag for it. Should the private one go away, the response is wrapped instead
-    # and aiohttp's own (then no-op) write_eof call ends the run a moment later: still right.
-    return getattr(response, "_eof_sent", False) is True
-
-
-def _size(response: web.StreamResponse) -> int:
-    # The body's length when the response declared one; a chunked stream has none, and then
-    # aiohttp's count of bytes written (framing and headers included) is the best there is.
-    length = response.content_length
-    return length if length is not None else response.body_length
+    def _ended(self, error: BaseException | None = None, *, incomplete: bool = False) -> None:
+        response: web.StreamResponse = self._response
+        if not self.done:
+            self.status = response.status
+            if error is None:
+                # The declared length; a chunked stream has none, and then aiohttp's count of
+                # bytes written (framing and headers included) is the best there is.
+                length = response.content_length
+                self.size = length if length is not None else response.body_length
+            self.end(error, incomplete=incomplete)
