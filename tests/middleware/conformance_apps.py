@@ -1,0 +1,138 @@
+"""The same small app in each framework the middleware supports, for ``test_conformance``:
+
+- ``GET /items/{item_id}``: calls the traced ``lookup``; answers ``{"id", "trace"}``, the trace
+  its handler saw as current;
+- ``GET /status/{code}``: answers that status; ``GET /fail`` raises; ``GET /stream`` streams
+  three chunks; ``GET /health`` (excluded by the tests' options) calls ``lookup`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from aiohttp import web
+from flask import Flask, Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from tracestitch.context import get_current_run_tree
+from tracestitch.middleware.aiohttp import setup_tracing
+from tracestitch.middleware.asgi import TracingMiddleware as AsgiTracing
+from tracestitch.middleware.wsgi import TracingMiddleware as WsgiTracing
+from tracestitch.tracing import traceable
+
+CHUNK = b"chunk\n"
+
+
+@traceable
+def lookup(item_id: str) -> dict[str, Any]:
+    return {"id": item_id}
+
+
+def _item(item_id: str) -> dict[str, Any]:
+    found = lookup(item_id)
+    run = get_current_run_tree()
+    return {**found, "trace": str(run.trace_id) if run is not None else None}
+
+
+def starlette_app(**options: Any) -> Starlette:
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse(_item(request.path_params["item_id"]))
+
+    async def status(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("s", status_code=int(request.path_params["code"]))
+
+    async def fail(request: Request) -> PlainTextResponse:
+        raise RuntimeError("boom")
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield CHUNK
+
+        return StreamingResponse(chunks())
+
+    async def health(request: Request) -> PlainTextResponse:
+        lookup("health")
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[
+            Route("/items/{item_id}", item),
+            Route("/status/{code}", status),
+            Route("/fail", fail),
+            Route("/stream", stream),
+            Route("/health", health),
+        ]
+    )
+    app.add_middleware(AsgiTracing, **options)
+    return app
+
+
+def flask_app(**options: Any) -> Flask:
+    app = Flask("conformance")
+
+    @app.route("/items/<item_id>")
+    def item(item_id: str) -> dict[str, Any]:
+        return _item(item_id)
+
+    @app.route("/status/<code>")
+    def status(code: str) -> tuple[str, int]:
+        return "s", int(code)
+
+    @app.route("/fail")
+    def fail() -> str:
+        raise RuntimeError("boom")
+
+    @app.route("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[bytes]:
+            for _ in range(3):
+                yield CHUNK
+
+        return Response(chunks())
+
+    @app.route("/health")
+    def health() -> str:
+        lookup("health")
+        return "ok"
+
+    app.wsgi_app = WsgiTracing(app.wsgi_app, **options)  # type: ignore[method-assign]
+    return app
+
+
+def aiohttp_app(**options: Any) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/items/{item_id}")
+    async def item(request: web.Request) -> web.Response:
+        return web.json_response(_item(request.match_info["item_id"]))
+
+    @routes.get("/status/{code}")
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(text="s", status=int(request.match_info["code"]))
+
+    @routes.get("/fail")
+    async def fail(request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    @routes.get("/stream")
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(3):
+            await response.write(CHUNK)
+        return response
+
+    @routes.get("/health")
+    async def health(request: web.Request) -> web.Response:
+        lookup("health")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.add_routes(routes)
+    setup_tracing(app, **options)
+    return app
