@@ -101,3 +101,40 @@ def test_import_tracestitch_imports_no_framework_or_collector() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def _private_imports(path: Path) -> list[str]:
+    """What ``path`` imports that is private to another package (a ``_name``, or any name
+    from a ``_module``) or, in the top package, to another module."""
+    module = _module(path)
+    own = module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+            continue
+        target = node.module
+        if target.split(".")[0] != "tracestitch":
+            continue
+        package = (
+            target.rpartition(".")[0]
+            if (SRC.parent / f"{target.replace('.', '/')}.py").exists()
+            else target
+        )
+        private_module = any(p.startswith("_") for p in target.split(".")[1:])
+        for alias in node.names:
+            private_name = alias.name.startswith("_")
+            if (private_module and package != own) or (
+                private_name and (package != own or own == "tracestitch")
+            ):
+                found.append(f"{module} imports {target}.{alias.name}")
+    return found
+
+
+def test_integrations_and_tracing_use_only_public_names_of_other_packages() -> None:
+    """Integrations go through the public instrumentation API (tracestitch.instrument), never
+    through another package's private names (issue 13)."""
+    paths = [*(SRC / "middleware").glob("*.py"), *(SRC / "clients").glob("*.py")]
+    paths.append(SRC / "tracing.py")
+    assert len(paths) > 10, "middleware/ or clients/ moved: this test would check nothing"
+    found = [line for path in paths for line in _private_imports(path)]
+    assert found == []

@@ -29,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
     raise missing_framework("aiohttp", "aiohttp", exc) from exc
 
-from tracestitch._guard import report
 from tracestitch.clients._common import ClientTracer, UrlParts, strip_trace_headers
+from tracestitch.instrument import report
 
 __all__ = ["trace_config"]
 
