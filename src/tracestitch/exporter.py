@@ -185,6 +185,14 @@ def shutdown_all(timeout: float | None = None) -> bool:
     :func:`shutdown_at_exit`, concurrently; each gets ``timeout`` (default: its own
     policy: at most ``shutdown_max``, less once the sink stalls). Returns whether all of them
     delivered everything. Runs at exit."""
+    # An exporter still being built from the environment (a DeferredExporter: it has
+    # ``wait``) hands the runs it holds to the real one once built, and the real one registers
+    # here as it is made: shut nothing down before that, or the real one would refuse them as
+    # closed. The wait is bounded by the exporter's own shutdown timeout.
+    for target in [_exporter, *list(_at_exit)]:
+        wait = getattr(target, "wait", None)
+        if callable(wait):
+            wait(timeout if timeout is not None else _own_bound(target, "shutdown_timeout"))
     targets: list[Exporter] = [_exporter]
     targets.extend(e for e in list(_at_exit) if e is not _exporter)
     results: list[bool] = []
@@ -207,13 +215,14 @@ def shutdown_all(timeout: float | None = None) -> bool:
         thread.start()
     # Each shutdown bounds itself; the join only guards against one that does not.
     for thread, target in zip(threads, targets, strict=True):
-        thread.join((timeout if timeout is not None else _own_bound(target)) + 1.0)
+        bound = _own_bound(target, "shutdown_timeout", "shutdown_max")
+        thread.join((timeout if timeout is not None else bound) + 1.0)
     return len(results) == len(threads) and all(results)
 
 
-def _own_bound(target: Exporter) -> float:
-    """The longest ``target.shutdown()`` takes without a timeout, as far as it tells."""
-    bounds = [getattr(target, name, None) for name in ("shutdown_timeout", "shutdown_max")]
+def _own_bound(target: Exporter, *names: str) -> float:
+    """The longest of ``target``'s durations ``names`` (seconds), as far as it has them."""
+    bounds = [getattr(target, name, None) for name in names]
     return max([b for b in bounds if isinstance(b, float | int)], default=2.0)
 
 

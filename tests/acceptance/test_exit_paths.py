@@ -81,6 +81,44 @@ def test_file_output_holds_every_run_of_a_short_script(tmp_path: Path) -> None:
     assert len(ids) == 2 * traces
 
 
+def test_exit_while_the_exporter_is_being_built_delivers_the_runs_it_holds(
+    tmp_path: Path,
+) -> None:
+    # The real exporter registers for exit as it is made, before the stand-in hands it the
+    # runs it held: an exit in between must not close it first (it would refuse them all).
+    out = tmp_path / "runs.jsonl"
+    code = f"""
+    import threading
+    from tracestitch import traceable
+    from tracestitch.export.deferred import DeferredExporter
+    from tracestitch.export.file import FileSink
+    from tracestitch.export.worker import BatchExporter
+    from tracestitch.exporter import set_exporter
+
+    made = threading.Event()
+
+    def build():
+        real = BatchExporter(FileSink({str(out)!r}))
+        made.set()
+        threading.Event().wait(0.5)  # the rest of a slow build (imports, the endpoint's /info)
+        return real
+
+    set_exporter(DeferredExporter(build).start())
+
+    @traceable
+    def step(x):
+        return x
+
+    for i in range(100):
+        step(i)
+    made.wait(10)
+    """
+    result = run_script(code, clean_env())
+    assert result.returncode == 0, result.stderr
+    assert "dropped" not in result.stderr, result.stderr
+    assert len(out.read_text().splitlines()) == 100
+
+
 class _Slow(BaseHTTPRequestHandler):
     """A LangSmith-compatible endpoint that takes its time over every request."""
 

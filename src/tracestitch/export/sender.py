@@ -182,6 +182,9 @@ class Sender:
                 return
             if outcome is not None:  # settled as spooled already: only the loss is counted
                 ledger.drop(len(part), _refusal(outcome), settle=False, rejected=True)
+            else:
+                with ledger.lock:
+                    ledger.delivered()  # a segment can take longer than the exit's stall
         spool.ack(claim)
         with ledger.lock:
             ledger.replayed(len(claim.ops))
