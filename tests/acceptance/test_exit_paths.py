@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 from acceptance_helpers import ORDERS_SERVICE, Collector, clean_env, run_script
@@ -155,9 +156,10 @@ def slow_endpoint() -> Iterator[str]:
         server.server_close()
 
 
-def test_exit_goes_on_while_a_slow_endpoint_keeps_taking_batches() -> None:
-    # 2,000 operations in batches of 200, 0.3 s each: about 3 s, past the 1 s the endpoint
-    # may go without taking a batch, within the 30 s exit may take.
+def _exit_stats_against_a_slow_endpoint(traces: int, **settings: str) -> tuple[dict[str, Any], str]:
+    """A script configured by the environment makes ``traces`` traces against the slow
+    endpoint with no spool and a 1 s shutdown timeout and exits: its exporter's stats at
+    the end of the exit, and its stderr."""
     code = (
         TRACES
         + """
@@ -172,38 +174,27 @@ def test_exit_goes_on_while_a_slow_endpoint_keeps_taking_batches() -> None:
             TRACESTITCH_ENDPOINT=url,
             TRACESTITCH_SPOOL_DIR="off",
             TRACESTITCH_SHUTDOWN_TIMEOUT="1",
+            **settings,
         )
-        result = run_script(code, env, "1000")
+        result = run_script(code, env, str(traces))
     assert result.returncode == 0, result.stderr
-    stats = json.loads(result.stdout)
+    return json.loads(result.stdout), result.stderr
+
+
+def test_exit_goes_on_while_a_slow_endpoint_keeps_taking_batches() -> None:
+    # 2,000 operations in batches of 200, 0.3 s each: about 3 s, past the 1 s the endpoint
+    # may go without taking a batch, within the 30 s exit may take.
+    stats, _ = _exit_stats_against_a_slow_endpoint(1_000)
     assert stats["sent"] == stats["submitted"] == 2_000, stats
     assert stats["dropped"] == 0, stats
 
 
 def test_runs_a_slow_endpoint_cannot_take_before_exit_are_counted_as_dropped() -> None:
-    code = (
-        TRACES
-        + """
-    import json
-    from tracestitch.exporter import get_exporter, shutdown_all
-    shutdown_all()
-    print(json.dumps(get_exporter().stats()))
-    """
-    )
-    with slow_endpoint() as url:
-        env = clean_env(
-            TRACESTITCH_ENDPOINT=url,
-            TRACESTITCH_SPOOL_DIR="off",
-            TRACESTITCH_SHUTDOWN_TIMEOUT="1",
-            TRACESTITCH_SHUTDOWN_MAX="1",
-        )
-        result = run_script(code, env, "5000")
-    assert result.returncode == 0, result.stderr
-    stats = json.loads(result.stdout)
+    stats, stderr = _exit_stats_against_a_slow_endpoint(5_000, TRACESTITCH_SHUTDOWN_MAX="1")
     assert stats["submitted"] == 10_000
     assert stats["pending"] == 0
     assert stats["dropped"] > 0, stats
     assert stats["sent"] + stats["dropped"] == stats["submitted"], stats
     assert "not delivered by the shutdown deadline (no spool)" in stats["drop_reasons"]
     assert sum(stats["drop_reasons"].values()) == stats["dropped"], stats
-    assert "not delivered by the shutdown deadline" in result.stderr
+    assert "not delivered by the shutdown deadline" in stderr
