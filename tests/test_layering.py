@@ -34,6 +34,9 @@ FRAMEWORKS = {
     "flask",
     "werkzeug",
     "uvicorn",
+    "celery",
+    "kombu",
+    "grpc",
 }
 STDLIB = set(sys.stdlib_module_names)
 
@@ -78,6 +81,29 @@ def test_integrations_import_one_framework_and_never_each_other() -> None:
                 assert not imported.startswith("tracestitch.collector"), path
                 other = "clients" if package == "middleware" else "middleware"
                 assert not imported.startswith(f"tracestitch.{other}"), (path, imported)
+
+
+def test_integrations_import_one_framework_and_only_the_public_core() -> None:
+    folder = SRC / "integrations"
+    paths = [p for p in folder.glob("*.py") if p.stem != "__init__"]
+    assert len(paths) >= 1, f"{folder} moved: this test would check nothing"
+    for path in paths:
+        imports = _imports(path)
+        frameworks = {i.split(".")[0] for i in imports} & FRAMEWORKS
+        assert len(frameworks) <= 1, (path, frameworks)
+        for imported in imports:
+            if not imported.startswith("tracestitch"):
+                continue
+            parts = imported.split(".")
+            # The public core only (instrument and the package), and within integrations/
+            # only a sibling of the same framework (grpc_aio on grpc's shared part).
+            if len(parts) > 2 and parts[1] == "integrations":
+                assert parts[2].lstrip("_").split("_")[0] == path.stem.split("_")[0], path
+                continue
+            assert imported in ("tracestitch", "tracestitch.instrument", "tracestitch.carriers"), (
+                path,
+                imported,
+            )
 
 
 def test_collector_does_not_import_middleware_or_clients() -> None:

@@ -1,0 +1,250 @@
+"""Celery: a task joins the trace of the run that published it.
+
+One line wires an app in (no class or method of Celery is replaced; Celery's documented
+signals carry it)::
+
+    from tracestitch.integrations.celery import instrument_celery
+
+    instrument_celery(app)
+
+- **Publishing** (``delay``, ``apply_async``, ``send_task``, canvas): the current run's trace
+  headers (``langsmith-trace``, ``baggage``, ``traceparent``) go into the task message's
+  headers. Outside any run nothing is added. Celery signals are process-wide and a publish
+  does not say which app sent it, so once one app is instrumented, every publish in the
+  process carries the current run.
+- **Executing** (in the worker, for tasks of the instrumented app): one run per execution,
+  named after the task, a child of the run that published it (a new trace when the message
+  carried none, or carried one not to be believed: hostile headers get the same as none).
+  The run is current while the task runs, so the task's own traced calls nest under it.
+- **Retries** republish the message with the headers it came with, so every attempt is a
+  sibling under the publishing run; ``extra["celery"]["attempt"]`` numbers them from 1. A
+  retried attempt ends with the retry's reason as its error, a failed one with the exception
+  and its traceback.
+- ``countdown`` / ``eta``: the run starts when the worker executes the task (the ``eta`` is
+  recorded), so the time it waited is the gap after the publishing run's start.
+- Each prefork child flushes its runs as it shuts down (it exits without ``atexit``).
+
+Nothing here can fail a task or a publish: an internal error is reported
+(:func:`tracestitch.instrument.report`) and the task runs as if untraced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from contextvars import Token
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    from celery import Celery, signals
+except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
+    raise ImportError(
+        "tracestitch.integrations.celery needs celery: pip install 'tracestitch[celery]'"
+    ) from exc
+
+from tracestitch import RunTree
+from tracestitch.instrument import (
+    attach,
+    current_run,
+    detach,
+    finish_run,
+    flush,
+    inject,
+    remote_parent,
+    report,
+    start_run,
+)
+
+__all__ = ["instrument_celery", "uninstrument_celery"]
+
+#: How long a prefork child waits for its runs to go out as it shuts down.
+_SHUTDOWN_FLUSH_S = 5.0
+
+
+@dataclass
+class _Attempt:
+    """One execution in progress: its run, the token that made it current, and the parent
+    the run was started under (an eager retry nests inside its attempt: it reuses this)."""
+
+    run: RunTree | None
+    token: Token[RunTree | None] | None
+    parent: RunTree | None
+    error: BaseException | str | None = None
+
+
+@dataclass(frozen=True)
+class _Options:
+    record_args: bool
+    trust: bool | Collection[str]
+
+
+# The apps instrumented and their options, and the executions in progress by task id (a list:
+# older Celery versions run an eager retry inside the attempt that retried, under the same id).
+_apps: dict[int, tuple[Celery, _Options]] = {}
+_active: dict[str, list[_Attempt]] = {}
+_UID = "tracestitch.integrations.celery"
+
+
+def instrument_celery(
+    app: Celery, *, record_args: bool = True, trust: bool | Collection[str] = True
+) -> Celery:
+    """Trace ``app``'s tasks and carry the trace over their messages; returns ``app``.
+
+    ``record_args``: record the task's ``args`` and ``kwargs`` as the run's inputs (turn off
+    for tasks that receive secrets). ``trust``: what the publisher's baggage may set here
+    (metadata, tags, project; :func:`tracestitch.propagation.extract`). Calling it again for
+    the same app replaces the options; it connects each signal once.
+    """
+    _apps[id(app)] = (app, _Options(record_args, trust))
+    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID)
+    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID)
+    signals.task_failure.connect(_on_failure, weak=False, dispatch_uid=_UID)
+    signals.task_retry.connect(_on_retry, weak=False, dispatch_uid=_UID)
+    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID)
+    signals.worker_process_shutdown.connect(_on_process_shutdown, weak=False, dispatch_uid=_UID)
+    return app
+
+
+def uninstrument_celery(app: Celery) -> None:
+    """Stop tracing ``app`` (the signals are disconnected once no app is left)."""
+    _apps.pop(id(app), None)
+    if _apps:
+        return
+    for signal in (
+        signals.before_task_publish,
+        signals.task_prerun,
+        signals.task_failure,
+        signals.task_retry,
+        signals.task_postrun,
+        signals.worker_process_shutdown,
+    ):
+        signal.disconnect(dispatch_uid=_UID)
+
+
+def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    try:
+        run = current_run()
+        if run is None or not isinstance(headers, dict):
+            return
+        if headers.get("id") in _active:
+            # The running task republishing itself (retry, replace): the message keeps the
+            # headers it came with, so the next attempt is a sibling, not a child.
+            return
+        inject(run, headers)
+    except Exception as exc:
+        report("celery.publish", exc)
+
+
+def _options(task: Any) -> _Options | None:
+    entry = _apps.get(id(getattr(task, "app", None)))
+    return entry[1] if entry is not None else None
+
+
+def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    try:
+        options = _options(task)
+        if options is None or task_id is None:
+            return
+        request = task.request
+        stack = _active.setdefault(task_id, [])
+        if stack:  # a retry run inside its attempt: a sibling of that attempt
+            parent: RunTree | None = stack[-1].parent
+        else:
+            headers = request.headers
+            carrier = headers if isinstance(headers, Mapping) else {}
+            parent = remote_parent(carrier, trust=options.trust)
+            if parent is None:
+                # Untraced or hostile headers: a new trace in a worker; under the caller's run
+                # when the task runs eagerly in the caller's context.
+                parent = current_run()
+        run = start_run(
+            task.name,
+            "chain",
+            parent=parent,
+            inputs=_inputs(request, options),
+            kind="consumer",
+        )
+        if run is not None:
+            run.extra["celery"] = _facts(task_id, request)
+        stack.append(_Attempt(run, attach(run) if run is not None else None, parent))
+    except Exception as exc:
+        report("celery.prerun", exc)
+
+
+def _inputs(request: Any, options: _Options) -> dict[str, Any]:
+    if not options.record_args:
+        return {}
+    return {"args": list(request.args or ()), "kwargs": dict(request.kwargs or {})}
+
+
+def _facts(task_id: str, request: Any) -> dict[str, Any]:
+    retries = request.retries or 0
+    delivery = request.delivery_info or {}
+    facts: dict[str, Any] = {"task_id": task_id, "attempt": retries + 1, "retries": retries}
+    if delivery.get("routing_key"):
+        facts["queue"] = delivery["routing_key"]
+    if request.eta:
+        facts["eta"] = str(request.eta)
+    if request.hostname:
+        facts["hostname"] = request.hostname
+    return facts
+
+
+def _top(task_id: str | None) -> _Attempt | None:
+    stack = _active.get(task_id) if task_id is not None else None
+    return stack[-1] if stack else None
+
+
+def _on_failure(task_id: str | None = None, exception: Any = None, **_: Any) -> None:
+    try:
+        attempt = _top(task_id)
+        if attempt is not None and isinstance(exception, BaseException):
+            attempt.error = exception
+    except Exception as exc:
+        report("celery.failure", exc)
+
+
+def _on_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
+    try:
+        attempt = _top(getattr(request, "id", None))
+        if attempt is not None:
+            cause = getattr(reason, "exc", None)
+            # The exception that made the task retry, with its traceback; else the reason.
+            attempt.error = cause if isinstance(cause, BaseException) else f"Retry: {reason}"
+    except Exception as exc:
+        report("celery.retry", exc)
+
+
+def _on_postrun(
+    task_id: str | None = None, retval: Any = None, state: str | None = None, **_: Any
+) -> None:
+    try:
+        stack = _active.get(task_id) if task_id is not None else None
+        if not stack:
+            return
+        attempt = stack.pop()
+        if not stack:
+            del _active[task_id]  # type: ignore[arg-type]  # stack was found under it
+        if attempt.token is not None:
+            detach(attempt.token)
+        if attempt.run is None:
+            return
+        outputs: dict[str, Any] = {"state": state}
+        if attempt.error is None and state == "SUCCESS":
+            outputs["output"] = retval
+        finish_run(attempt.run, outputs, attempt.error or _state_error(state))
+    except Exception as exc:
+        report("celery.postrun", exc)
+
+
+def _state_error(state: str | None) -> str | None:
+    # A task that failed without a task_failure signal (a rejected or ignored state).
+    return None if state in ("SUCCESS", "IGNORED", None) else f"Celery task state {state}"
+
+
+def _on_process_shutdown(**_: Any) -> None:
+    # A prefork child leaves with os._exit: atexit, and so the exporter's own flush, never runs.
+    try:
+        flush(_SHUTDOWN_FLUSH_S)
+    except Exception as exc:
+        report("celery.shutdown", exc)
