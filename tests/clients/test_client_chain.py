@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -19,39 +17,17 @@ import requests
 from aiohttp import web
 from client_helpers import loopback_port, trace_headers
 
+from run_waits import runs_until
 from servers import run_aiohttp, run_uvicorn, run_wsgi
 from tracestitch import trace, tracing_context
 from tracestitch.clients.aiohttp import trace_config
 from tracestitch.clients.httpx import AsyncTracingTransport, TracingTransport
 from tracestitch.clients.requests import instrument_session
 from tracestitch.export.memory import RunCollector
-from tracestitch.exporter import add_listener, remove_listener
 from tracestitch.schemas import Run
 from tracestitch.testing import capture_runs
 
 WAIT = 15.0
-
-
-@contextmanager
-def runs_until(count: int) -> Iterator[tuple[RunCollector, threading.Event]]:
-    """Capture runs; the event is set once ``count`` runs have finished. Servers may end their
-    run just after the response left, so tests wait on this rather than on the response."""
-    done = threading.Event()
-    seen: set[uuid.UUID] = set()
-    lock = threading.Lock()
-
-    def on_run(run: Any) -> None:
-        with lock:
-            seen.add(run.id)
-            if len(seen) >= count:
-                done.set()
-
-    with capture_runs() as runs:
-        add_listener(on_run)
-        try:
-            yield runs, done
-        finally:
-            remove_listener(on_run)
 
 
 def langsmith_app() -> web.Application:

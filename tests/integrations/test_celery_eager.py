@@ -1,10 +1,8 @@
 """The Celery adapter in one process (``task_always_eager``): where the task runs inside the
-caller, the never-break rule, the missing extra."""
+caller, and the never-break rule."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,13 +70,3 @@ def test_nothing_is_made_where_tracing_is_off(app: Celery) -> None:
     with capture_runs() as runs, tracing_context(enabled=False):
         assert add.delay(1, 1).get() == 2
     assert not runs
-
-
-def test_a_missing_celery_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['celery'] = None\n"
-        "try:\n    import tracestitch.integrations.celery\n"
-        "except ImportError as exc:\n    print(exc)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'tracestitch[celery]'" in out.stdout

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +18,10 @@ from grpc_shop import SERVICE, aio_handlers, sync_handlers
 from integration_helpers import Collector, Service, traced_env
 
 import tracestitch.integrations._grpc_common as grpc_common
+from run_waits import runs_until
 from tracestitch import trace
 from tracestitch._guard import internal_errors, set_strict
 from tracestitch.export.memory import RunCollector
-from tracestitch.exporter import add_listener, remove_listener
 from tracestitch.integrations.grpc import (
     aio_client_interceptors,
     aio_server_interceptor,
@@ -44,29 +41,6 @@ HOSTILE = (
     ("baggage", "langsmith-metadata=%7Bnot json,langsmith-project=" + "p" * 3000),
     ("traceparent", "00-00000000000000000000000000000000-0000000000000000-01"),
 )
-
-
-@contextmanager
-def runs_until(count: int) -> Iterator[tuple[RunCollector, threading.Event]]:
-    """Capture runs; the event is set once ``count`` runs have ended. A server or a streaming
-    client may end its run just after the caller saw the last message."""
-    done = threading.Event()
-    seen: set[uuid.UUID] = set()
-    lock = threading.Lock()
-
-    def on_run(run: Any) -> None:
-        with lock:
-            if run.end_time_us is not None:
-                seen.add(run.id)
-            if len(seen) >= count:
-                done.set()
-
-    with capture_runs() as runs:
-        add_listener(on_run)
-        try:
-            yield runs, done
-        finally:
-            remove_listener(on_run)
 
 
 def one(runs: RunCollector, name: str) -> Run:
@@ -267,16 +241,6 @@ async def test_aio_hostile_metadata_and_crash(aio_server: str) -> None:
     assert all(r.parent_run_id is None for r in servers)
     (crashed,) = [r for r in servers if r.error]
     assert crashed.error.startswith("ValueError: handler crashed")
-
-
-def test_a_missing_grpcio_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['grpc'] = None\n"
-        "try:\n    import tracestitch.integrations.grpc\n"
-        "except ImportError as exc:\n    print(exc)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'tracestitch[grpc]'" in out.stdout
 
 
 SERVER_PROCESS = """

@@ -118,13 +118,7 @@ class _AioServerInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        try:
-            return wrap_handler(handler, handler_call_details, self._trust)
-        except Exception as exc:
-            report("grpc.server", exc)
-            return handler
+        return wrap_handler(handler, handler_call_details, self._trust)
 
 
 def aio_server_interceptor(*, trust: bool | Collection[str] = True) -> grpc.aio.ServerInterceptor:

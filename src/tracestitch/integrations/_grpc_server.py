@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from tracestitch import RunTree
-from tracestitch.instrument import attach, detach
+from tracestitch.instrument import attach, detach, report
 from tracestitch.integrations._grpc_common import begin_server, finish_server
 
 __all__ = ["wrap_handler"]
@@ -25,7 +25,19 @@ Start = Callable[[], "RunTree | None"]
 
 
 def wrap_handler(handler: Any, details: Any, trust: bool | Collection[str]) -> Any:
-    """``handler`` (a ``grpc.RpcMethodHandler``) with its behaviour traced."""
+    """``handler`` (a ``grpc.RpcMethodHandler``, or ``None`` for a method the server does not
+    have: gRPC answers ``UNIMPLEMENTED`` itself) with its behaviour traced; ``handler`` as it
+    is if that fails."""
+    if handler is None:
+        return None
+    try:
+        return _wrap(handler, details, trust)
+    except Exception as exc:
+        report("grpc.server", exc)
+        return handler
+
+
+def _wrap(handler: Any, details: Any, trust: bool | Collection[str]) -> Any:
 
     def start() -> RunTree | None:
         return begin_server(details.method, details.invocation_metadata, trust)
@@ -62,11 +74,11 @@ def _unary(behavior: Callable[[Any, Any], Any], start: Start) -> Callable[[Any, 
         try:
             response = behavior(request, context)
         except BaseException as exc:
-            finish_server(run, context.code(), context.details(), exc)
+            _end(run, context, exc)
             raise
         finally:
             detach(token)
-        finish_server(run, context.code(), context.details())
+        _end(run, context)
         return response
 
     return traced
@@ -96,9 +108,9 @@ def _streaming(behavior: Callable[[Any, Any], Any], start: Start) -> Callable[[A
                     detach(token)
                 yield message
         except BaseException as exc:
-            finish_server(run, context.code(), context.details(), exc)
+            _end(run, context, exc)
             raise
-        finish_server(run, context.code(), context.details())
+        _end(run, context)
 
     return traced
 
@@ -113,11 +125,11 @@ def _async(behavior: Callable[[Any, Any], Any], start: Start) -> Callable[[Any, 
         try:
             response = await behavior(request, context)
         except BaseException as exc:
-            finish_server(run, context.code(), context.details(), exc)
+            _end(run, context, exc)
             raise
         finally:
             detach(token)
-        finish_server(run, context.code(), context.details())
+        _end(run, context)
         return response
 
     return traced
@@ -144,8 +156,14 @@ def _async_streaming(
                     detach(token)
                 yield message
         except BaseException as exc:
-            finish_server(run, context.code(), context.details(), exc)
+            _end(run, context, exc)
             raise
-        finish_server(run, context.code(), context.details())
+        _end(run, context)
 
     return traced
+
+
+def _end(run: RunTree, context: Any, raised: BaseException | None = None) -> None:
+    # The status the handler set on its context (code() and details() are plain calls in
+    # grpc and grpc.aio alike).
+    finish_server(run, context.code(), context.details(), raised)

@@ -147,14 +147,7 @@ class _ServerInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED itself
-            return None
-        try:
-            return wrap_handler(handler, handler_call_details, self._trust)
-        except Exception as exc:
-            report("grpc.server", exc)
-            return handler
+        return wrap_handler(continuation(handler_call_details), handler_call_details, self._trust)
 
 
 def server_interceptor(*, trust: bool | Collection[str] = True) -> grpc.ServerInterceptor:
