@@ -128,8 +128,12 @@ def tracing_mode(config: TracingConfig | None = None) -> TracingMode:
 
 
 def tracing_enabled() -> bool:
-    """Whether runs are made here at all (exported or only captured locally)."""
-    return tracing_mode() is not False
+    """Whether runs are made here at all (exported or only captured locally): whether
+    :func:`tracing_mode` is not ``False``, asked of every request by the middleware."""
+    enabled = _config.get().enabled
+    if enabled is None:
+        return _default_enabled or _captures > 0
+    return enabled is not False
 
 
 def default_project() -> str:

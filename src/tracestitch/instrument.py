@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from tracestitch._guard import report
-from tracestitch.context import LOCAL, _config, _current_run, tracing_mode
+from tracestitch.context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import extract_parent, inject
@@ -90,10 +90,9 @@ detach = _current_run.reset
 remote_parent = extract_parent
 
 
-def tracing_on() -> bool:
-    """Whether runs are recorded in this context at all (exported, or only captured locally:
-    ``tracing_context(enabled="local")``, an active ``RunCollector``)."""
-    return tracing_mode() is not False
+#: Whether runs are recorded in this context at all (exported, or only captured locally:
+#: ``tracing_context(enabled="local")``, an active ``RunCollector``).
+tracing_on = tracing_enabled
 
 
 class activate:
@@ -127,7 +126,6 @@ class activate:
 def start_run(
     name: str,
     run_type: str = "chain",
-    *,
     parent: RunTree | Literal[Parent.CURRENT] | None = CURRENT,
     inputs: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -143,6 +141,8 @@ def start_run(
     its parent's. ``kind`` is the run's role for exporters that have span kinds (OTLP):
     ``"server"``, ``"client"``, ``"producer"``, ``"consumer"``; it is not inherited.
     A run open for long is posted open meanwhile by the export worker (:mod:`.open_runs`).
+    The arguments may be given in order (the request path of the built-in integrations does,
+    to save the keyword matching); integrations are clearer with keywords.
     """
     try:
         config = _config.get()
@@ -190,7 +190,7 @@ def finish_run(
     Never raises (see :func:`report`)."""
     try:
         if run.end_time_us is None or outputs is not None or error is not None:
-            run.end(outputs=outputs, error=error)
+            run.end(outputs, error)
         ship(run)
     except Exception as exc:
         report("instrument.finish_run", exc)

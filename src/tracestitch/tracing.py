@@ -114,14 +114,7 @@ def traceable(
             except Exception as exc:
                 report("tracing.inputs", exc)
                 inputs = {}
-            return start_run(
-                run_name,
-                run_type,
-                inputs=inputs,
-                metadata=meta,
-                tags=tag_list,
-                project_name=project_name,
-            )
+            return start_run(run_name, run_type, CURRENT, inputs, meta, tag_list, project_name)
 
         def finish(run: RunTree, result: Any) -> None:
             if process_outputs is not None:

@@ -234,12 +234,12 @@ class ServerTracer:
         run = start_run(
             f"{method} {path[:MAX_PATH_CHARS]}",  # until routed
             self.run_type,
-            parent=parent if isinstance(parent, RunTree) else None,
-            inputs=inputs,
-            metadata=meta,
-            tags=self._tags,
-            project_name=self._project,
-            kind="server",  # its role, for exporters that have span kinds (OTLP: SERVER)
+            parent if isinstance(parent, RunTree) else None,
+            inputs,
+            meta,
+            self._tags,
+            self._project,
+            "server",  # its role, for exporters that have span kinds (OTLP: SERVER)
         )
         if run is None:  # decide() saw tracing on in this very context: cannot happen
             raise RuntimeError("tracing switched off between decide() and start()")

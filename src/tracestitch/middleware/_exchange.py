@@ -104,7 +104,10 @@ class Exchange:
         try:
             run = self.run
             if self.name is None:
-                self.routed(self.run_name())
+                name = self.run_name()
+                if name is not None:  # as routed() does, without the call: this is every request
+                    self.name = run.name = name
+                    run.extra["route"] = name.partition(" ")[2]
             status = self.status
             outputs: dict[str, Any] = {"status_code": status, "response_size": self.size}
             if incomplete:

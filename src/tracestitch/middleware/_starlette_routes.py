@@ -38,10 +38,12 @@ class _Place:
     """Where one route object sits: the chains of mounts above it (outermost first; a router
     mounted twice gives two), and each chain's templates joined."""
 
-    __slots__ = ("chains", "is_mount", "plain", "prefixes", "route")
+    __slots__ = ("chains", "is_mount", "plain", "prefixes", "route", "template")
 
     def __init__(self, route: Any, chains: tuple[tuple[Any, ...], ...]) -> None:
         self.route = route
+        template = getattr(route, "path_format", None)
+        self.template = template if isinstance(template, str) else None
         self.is_mount = _mount_template(route) is not None
         self.chains = tuple((*c, route) if self.is_mount else c for c in chains)
         self.prefixes = tuple("".join(_mount_template(m) or "" for m in c) for c in chains)
@@ -100,8 +102,11 @@ class StarletteRoutes:
         route = scope.get("route")
         if route is None:
             return None
-        template = getattr(route, "path_format", None)
-        if not isinstance(template, str):
+        place = self._places.get(id(route))
+        if place is None or place.route is not route:
+            place = self._place(route, app)
+        template = place.template
+        if template is None:
             return None
         # What mounts moved into root_path since we saw the scope: their concrete text.
         prefix: str = scope.get("root_path", "")
@@ -109,9 +114,6 @@ class StarletteRoutes:
             prefix = ""
         elif prefix.startswith(root_path):
             prefix = prefix[len(root_path) :]
-        place = self._places.get(id(route))
-        if place is None or place.route is not route:
-            place = self._place(route, app)
         if not prefix and place.plain:
             return template
         for chain, mounts in zip(place.chains, place.prefixes, strict=True):
