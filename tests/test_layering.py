@@ -24,6 +24,7 @@ CORE = {
     "open_runs",
     "settings",
     "instrument",
+    "carriers",
 }
 FRAMEWORKS = {
     "starlette",

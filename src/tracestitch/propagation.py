@@ -8,7 +8,8 @@ in :func:`stats` and logged once per kind. The caller then simply starts a new r
 str or bytes), an ASGI header list of byte pairs, a WSGI environ (``HTTP_LANGSMITH_TRACE``), or a
 header object of starlette, aiohttp (multidict), httpx, requests, or werkzeug.
 
-The parts live next door: finding headers in those shapes in :mod:`tracestitch.headers`, the
+The parts live next door: each shape read and written in :mod:`tracestitch.carriers` (for
+``extract`` and ``inject`` alike), the trace headers collected in :mod:`tracestitch.headers`, the
 ``baggage`` members in :mod:`tracestitch.baggage`, ``traceparent`` in :mod:`tracestitch.w3c`, and
 the counters behind :func:`stats` in :mod:`tracestitch.header_stats`.
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tracestitch import ids
 from tracestitch._guard import report
 from tracestitch.baggage import _OURS, _apply_baggage, _encode_baggage
+from tracestitch.carriers import shape_of
 from tracestitch.header_stats import _reject, reset_stats, stats
 from tracestitch.header_stats import logger as logger  # re-export
 from tracestitch.headers import (
@@ -31,7 +33,6 @@ from tracestitch.headers import (
     TRACEPARENT,
     TRACESTATE,
     _collect,
-    _find_key,
     _single,
     _text,
 )
@@ -202,22 +203,22 @@ def inject(
     """
     if headers is None:
         headers = {}
-    headers[LANGSMITH_TRACE] = run.dotted_order
-    headers[TRACEPARENT] = f"00-{run.trace_id.hex}-{ids.span_id_from_run_id(run.id)}-01"
+    shape = shape_of(headers)
+    shape.set(headers, LANGSMITH_TRACE, run.dotted_order)
+    shape.set(headers, TRACEPARENT, f"00-{run.trace_id.hex}-{ids.span_id_from_run_id(run.id)}-01")
     if run._tracestate:
-        headers[TRACESTATE] = run._tracestate
+        shape.set(headers, TRACESTATE, run._tracestate)
     ours = _encode_baggage(run, limits)
-    key = _find_key(headers, BAGGAGE)
-    if key is not None:
-        existing = _text(headers[key]) or ""
+    existing = [t for t in (_text(v) for v in shape.get(headers, BAGGAGE)) if t]
+    if existing:
         foreign = [
             m.strip()
-            for m in existing.split(",")
+            for m in ",".join(existing).split(",")
             if m.strip() and m.partition("=")[0].strip() not in _OURS
         ]
         merged = ",".join([*foreign, *ours])
         if merged:
-            headers[key] = merged
+            shape.set(headers, BAGGAGE, merged)
     elif ours:
-        headers[BAGGAGE] = ",".join(ours)
+        shape.set(headers, BAGGAGE, ",".join(ours))
     return headers

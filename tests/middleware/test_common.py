@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from tracestitch.carriers import ENVIRON
 from tracestitch.middleware import MiddlewareOptions, PathMatcher
 from tracestitch.middleware._common import REDACTED, ServerTracer, default_service_name
 
@@ -80,7 +81,7 @@ def test_recorded_headers_allow_list_and_redaction() -> None:
     }
     assert has_trace
     environ = {"HTTP_AUTHORIZATION": "Bearer s", "HTTP_USER_AGENT": "ua", "CONTENT_TYPE": "x/y"}
-    assert tracer.recorder.headers_from_environ(environ) == {
+    assert tracer.recorder.record(environ, ENVIRON) == {
         "authorization": REDACTED,
         "user-agent": "ua",
     }

@@ -9,9 +9,10 @@ ask for the headers of their framework's shape.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import Any
 
+from tracestitch.carriers import ENVIRON, Names, Shape
 from tracestitch.redact import REDACTED, SENSITIVE_QUERY_KEYS, QueryRedactor
 
 __all__ = [
@@ -62,13 +63,13 @@ def readable(text: str) -> str:
 class RequestRecorder:
     """Records a request's inputs: the allow-listed headers, the redacted query."""
 
-    __slots__ = ("_header_bytes", "_header_names", "_redact_query", "_redacted")
+    __slots__ = ("_header_bytes", "_names", "_redact_query", "_redacted")
 
     def __init__(
         self, record_headers: Collection[str], redact_query_params: Collection[str]
     ) -> None:
         recorded = {h.lower() for h in record_headers}
-        self._header_names = {h: h for h in recorded}
+        self._names = Names(sorted(recorded))
         self._header_bytes = {h.encode("latin-1"): h for h in recorded}
         self._redacted = ALWAYS_REDACTED_HEADERS
         self._redact_query = QueryRedactor(redact_query_params)
@@ -122,31 +123,17 @@ class RequestRecorder:
             self._add_header(found, name, value.decode("latin-1"))
         return found, has_trace
 
-    def headers_from_environ(self, environ: Mapping[str, Any]) -> dict[str, str] | None:
-        """Allow-listed headers from a WSGI environ (``HTTP_*``, and the two CGI exceptions)."""
+    def record(self, headers: Any, shape: Shape) -> dict[str, str] | None:
+        """Allow-listed headers from ``headers`` of ``shape`` (:mod:`tracestitch.carriers`: a
+        WSGI environ, aiohttp's ``CIMultiDict``, ...), text that is not UTF-8 shown as U+FFFD
+        (see :func:`readable`). ASGI's pairs go through :meth:`scan_pairs` instead."""
         found: dict[str, str] | None = None
-        for name in self._header_names:
-            if name == "content-type":
-                key = "CONTENT_TYPE"
-            elif name == "content-length":
-                key = "CONTENT_LENGTH"
-            else:
-                key = "HTTP_" + name.upper().replace("-", "_")
-            value = environ.get(key)
-            if value is None or value == "":
-                continue
-            if found is None:
-                found = {}
-            self._add_header(found, name, str(value))
-        return found
-
-    def headers_from_multidict(self, headers: Any) -> dict[str, str] | None:
-        """Allow-listed headers from a case-insensitive multi-dict (aiohttp's ``CIMultiDict``),
-        bytes that are not UTF-8 shown as U+FFFD (see :func:`readable`)."""
-        found: dict[str, str] | None = None
-        for name in self._header_names:
-            for value in headers.getall(name, ()):
+        for name, values in shape.collect(headers, self._names).items():
+            for value in values:
+                text = value.decode("latin-1") if isinstance(value, bytes) else readable(str(value))
+                if text == "" and shape is ENVIRON:
+                    continue  # CGI sets CONTENT_TYPE and CONTENT_LENGTH empty when absent
                 if found is None:
                     found = {}
-                self._add_header(found, name, readable(str(value)))
+                self._add_header(found, name, text)
         return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from tracestitch.carriers import MULTIDICT
 from tracestitch.instrument import attach, current_run, detach, report
 from tracestitch.middleware._common import (
     MiddlewareOptions,
@@ -116,7 +117,7 @@ def _begin(tracer: ServerTracer, request: web.Request) -> Any:
     if parent is None or isinstance(parent, Untraced):
         return parent
     query = readable(request.query_string)
-    recorded = tracer.recorder.headers_from_multidict(headers)
+    recorded = tracer.recorder.record(headers, MULTIDICT)
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     server = tuple(sockname[:2]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
     run = tracer.start(parent, method, path, query, request.remote, recorded, server)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from tracestitch.carriers import ENVIRON
 from tracestitch.instrument import activate, report
 from tracestitch.middleware._common import (
     MiddlewareOptions,
@@ -87,7 +88,7 @@ class TracingMiddleware:
         if parent is None or isinstance(parent, Untraced):
             return parent
         query = environ.get("QUERY_STRING") or ""
-        headers = tracer.recorder.headers_from_environ(environ)
+        headers = tracer.recorder.record(environ, ENVIRON)
         host = environ.get("SERVER_NAME")
         server = (host, environ.get("SERVER_PORT")) if host else None
         client = environ.get("REMOTE_ADDR")
