@@ -62,19 +62,27 @@ def _throwaway_cluster() -> Iterator[str | None]:
         [*as_user, f"{bin_dir}/initdb", "-D", data, "-U", "postgres", "-A", "trust"],
         check=True,
         capture_output=True,
+        timeout=120,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    # The server's output goes to a log file: a server holding our pipes open would keep
+    # subprocess.run waiting for their end forever.
+    log = os.path.join(root, "server.log")
     subprocess.run(
-        [*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-w", "start"],
+        [*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
         check=True,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
     )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
         )
         shutil.rmtree(root, ignore_errors=True)
 

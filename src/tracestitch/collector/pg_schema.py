@@ -28,6 +28,8 @@ _MIGRATE_LOCK = 0x7472_6163_6500_0001
 _PARTITION_LOCK = 0x7472_6163_6500_0002
 _PARTITIONED = ("runs", "traces")
 _PARTITION_NAME = re.compile(r"^(runs|traces)_d([0-9]+)$")
+#: Marks a statement a migration may do without (it is tried in a savepoint).
+_OPTIONAL = "/* optional */"
 
 MIGRATIONS: list[str] = [
     # 1: the SQLite schema's tables (see migrations.py), partitioned by day where they grow.
@@ -107,6 +109,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX feedback_run ON feedback (run_id, created_us);
     CREATE INDEX feedback_trace ON feedback (trace_id)
     """,
+    # 2: the trace list's name search (ILIKE '%text%') through a trigram index, where the
+    # server has pg_trgm and lets this user create it; without, the search scans.
+    f"""
+    {_OPTIONAL} CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    {_OPTIONAL} CREATE INDEX traces_root_name_trgm ON traces USING gin (root_name gin_trgm_ops)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -133,10 +141,22 @@ def migrate(conn: Any) -> int:
             )
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
+                if statement.strip().startswith(_OPTIONAL):
+                    _try(conn, statement)
+                elif statement.strip():
                     conn.execute(statement)
             conn.execute("UPDATE tracestitch_schema SET version = %s", (version + 1,))
     return found
+
+
+def _try(conn: Any, statement: str) -> None:
+    import psycopg
+
+    try:
+        with conn.transaction():  # a savepoint: a failure leaves the migration going
+            conn.execute(statement)
+    except psycopg.Error:
+        pass
 
 
 def partition_days(conn: Any) -> set[int]:
