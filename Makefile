@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit install clean chromium node screenshot
+.PHONY: test demo bench bench-stores lint typecheck unit install clean chromium node screenshot
 
 DEMO_STAMP := $(VENV)/.demo-installed
 
@@ -64,6 +64,10 @@ screenshot: install chromium
 bench: install
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(ARGS)
+
+# SQLite against PostgreSQL, one against two collectors, at 1,000,000 stored runs (~15 min).
+bench-stores: install
+	$(BIN)/python bench/bench_stores.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
