@@ -27,6 +27,7 @@ __all__ = [
     "PAIRS",
     "Names",
     "Shape",
+    "collect_pairs",
     "get_header",
     "set_header",
     "shape_of",
@@ -65,7 +66,8 @@ class Shape:
 # -- pairs (ASGI) -------------------------------------------------------------------------------
 
 
-def _pairs_collect(pairs: Iterable[Any], names: Names) -> Found:
+def collect_pairs(pairs: Iterable[Any], names: Names) -> Found:
+    """:data:`PAIRS`' reader, callable directly on the request path (an ASGI header list)."""
     by_key = names.by_key
     found: Found = {}
     for pair in pairs:
@@ -87,7 +89,7 @@ def _pairs_collect(pairs: Iterable[Any], names: Names) -> Found:
 
 
 def _pairs_get(pairs: Iterable[Any], name: str) -> list[Any]:
-    return _pairs_collect(pairs, Names((name,))).get(name, [])
+    return collect_pairs(pairs, Names((name,))).get(name, [])
 
 
 def _pairs_set(pairs: list[Any], name: str, value: str) -> None:
@@ -97,7 +99,7 @@ def _pairs_set(pairs: list[Any], name: str, value: str) -> None:
     pairs.append((name, value) if as_text else (keys[1], value.encode("latin-1")))
 
 
-PAIRS = Shape("pairs", _pairs_get, _pairs_set, _pairs_collect)
+PAIRS = Shape("pairs", _pairs_get, _pairs_set, collect_pairs)
 
 # -- WSGI environ -------------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ def _mapping_collect(headers: Mapping[Any, Any], names: Names) -> Found:
             found[name] = [value]
     if found or not headers:
         return found
-    return _pairs_collect(headers.items(), names)
+    return collect_pairs(headers.items(), names)
 
 
 def _mapping_get(headers: Mapping[Any, Any], name: str) -> list[Any]:

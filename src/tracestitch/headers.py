@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracestitch.carriers import PAIRS, Names, shape_of
+from tracestitch.carriers import Names, shape_of
 from tracestitch.header_stats import _reject
 
-__all__ = ["BAGGAGE", "LANGSMITH_TRACE", "TRACEPARENT", "TRACESTATE"]
+__all__ = ["BAGGAGE", "LANGSMITH_TRACE", "TRACEPARENT", "TRACESTATE", "TRACE_HEADERS"]
 
 LANGSMITH_TRACE = "langsmith-trace"
 BAGGAGE = "baggage"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-_NAMES = Names((LANGSMITH_TRACE, BAGGAGE, TRACEPARENT, TRACESTATE))
+#: The trace headers, prepared to be read together (:mod:`tracestitch.carriers`).
+TRACE_HEADERS = Names((LANGSMITH_TRACE, BAGGAGE, TRACEPARENT, TRACESTATE))
 
 
 def _text(value: Any) -> str | None:
@@ -37,10 +38,7 @@ def _collect(headers: Any) -> dict[str, list[Any]]:
     """The trace headers present in ``headers`` (any shape: :mod:`tracestitch.carriers`)."""
     if headers is None:
         return {}
-    if type(headers) is list:
-        # An ASGI header list, on every traced request: straight to the scan.
-        return PAIRS.collect(headers, _NAMES)
-    return shape_of(headers).collect(headers, _NAMES)
+    return shape_of(headers).collect(headers, TRACE_HEADERS)
 
 
 def _single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from tracestitch import ids
 from tracestitch._guard import report
 from tracestitch.baggage import _OURS, _apply_baggage, _encode_baggage
-from tracestitch.carriers import shape_of
+from tracestitch.carriers import collect_pairs, shape_of
 from tracestitch.header_stats import _reject, reset_stats, stats
 from tracestitch.header_stats import logger as logger  # re-export
 from tracestitch.headers import (
     BAGGAGE,
     LANGSMITH_TRACE,
+    TRACE_HEADERS,
     TRACEPARENT,
     TRACESTATE,
     _collect,
@@ -127,7 +128,8 @@ def extract(
 
 
 def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> RemoteParent | None:
-    found = _collect(headers)
+    # An ASGI header list (every traced request) straight to its scan, one call fewer.
+    found = collect_pairs(headers, TRACE_HEADERS) if type(headers) is list else _collect(headers)
     if not found:
         return None
     parent: RemoteParent | None = None
