@@ -38,15 +38,25 @@ class _Source(Protocol):
 
 
 class _DbSource:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: str | None = None) -> None:
+        from tracestitch.collector.trace_store import TraceStore, open_store
+
+        self.store: TraceStore
+        if database is not None:
+            # The PostgreSQL database several collectors share.
+            try:
+                self.store = open_store(database)
+            except Exception as exc:
+                if type(exc).__module__.startswith(("psycopg", "psycopg_pool")):
+                    raise CLIError(f"cannot use the database {database}: {exc}") from None
+                raise
+            return
         if not path.exists():
             raise CLIError(
                 f"no trace database at {path}. Start a collector with `tracestitch serve`,"
-                " or point at one with --db PATH or --url URL."
+                " or point at one with --db PATH, --database URL or --url URL."
             )
-        from tracestitch.collector.store import Store
-
-        self.store = Store(path)
+        self.store = open_store(path)
 
     def traces(self, params: dict[str, Any]) -> dict[str, Any]:
         from tracestitch.collector.query import TraceFilter
@@ -149,7 +159,8 @@ def _source(args: argparse.Namespace) -> _Source:
         return _HttpSource(args.url, args.api_key or os.environ.get("TRACESTITCH_API_KEY"))
     from tracestitch.collector.server import default_db_path
 
-    return _DbSource(Path(args.db).expanduser() if args.db else default_db_path())
+    path = Path(args.db).expanduser() if args.db else default_db_path()
+    return _DbSource(path, _database(args.database, bool(args.db)))
 
 
 def _color(args: argparse.Namespace) -> bool:
@@ -355,6 +366,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_source_options(parser: argparse.ArgumentParser, *, color: bool = True) -> None:
     parser.add_argument("--db", help=DB_HELP)
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="read this PostgreSQL database instead (default: $TRACESTITCH_DATABASE_URL)",
+    )
     parser.add_argument("--url", help="use a running collector's HTTP API instead of --db")
     parser.add_argument("--api-key", help="API key for --url (default: $TRACESTITCH_API_KEY)")
     if color:

@@ -4,7 +4,10 @@ tree from both; concurrent senders lose nothing and store nothing twice."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +45,7 @@ def patch_of(run: dict[str, Any], output: str) -> dict[str, Any]:
 
 
 def test_one_trace_through_two_collectors_reads_back_as_one_tree(
-    two_collectors: tuple[CollectorProcess, CollectorProcess],
+    two_collectors: tuple[CollectorProcess, CollectorProcess], pg_url: str
 ) -> None:
     a, b = two_collectors
     assert any("database: postgresql://" in line for line in b.output)
@@ -68,6 +71,17 @@ def test_one_trace_through_two_collectors_reads_back_as_one_tree(
     assert ordered == [("checkout", 0, False), ("charge", 1, False), ("charge-handler", 2, False)]
     assert tree["runs"][0]["outputs"] == {"out": "paid"}
     assert tree["runs"][0]["status"] == "success"
+    # The CLI reads the same database, told where by the environment alone.
+    shown = subprocess.run(
+        [sys.executable, "-m", "tracestitch.cli", "show", root["id"], "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRACESTITCH_DATABASE_URL": pg_url},
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(shown.stdout)
+    assert [run["name"] for run in doc["runs"]] == ["checkout", "charge", "charge-handler"]
 
 
 def test_four_senders_into_two_collectors_lose_nothing_and_store_nothing_twice(
