@@ -42,6 +42,16 @@ def chat(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         yield lookup(message)
 
 
+def meta(request: bytes, context: Any) -> bytes:
+    """The metadata the call arrived with, ``key=value`` lines (gRPC's own keys left out)."""
+    pairs = [f"{k}={v}" for k, v in context.invocation_metadata() if not k.startswith(":")]
+    return "\n".join(sorted(p for p in pairs if not p.startswith(("user-agent", "grpc-")))).encode()
+
+
+async def aio_meta(request: bytes, context: Any) -> bytes:
+    return meta(request, context)
+
+
 def sync_handlers(checkout_target: list[str]) -> grpc.GenericRpcHandler:
     """The service; ``Checkout`` calls ``Price`` on ``checkout_target[0]`` (set once the port is
     known) over a traced channel: the nested call."""
@@ -57,6 +67,7 @@ def sync_handlers(checkout_target: list[str]) -> grpc.GenericRpcHandler:
         SERVICE,
         {
             "Price": grpc.unary_unary_rpc_method_handler(price),
+            "Meta": grpc.unary_unary_rpc_method_handler(meta),
             "Checkout": grpc.unary_unary_rpc_method_handler(checkout),
             "Watch": grpc.unary_stream_rpc_method_handler(watch),
             "Upload": grpc.stream_unary_rpc_method_handler(upload),
@@ -92,6 +103,7 @@ def aio_handlers() -> grpc.GenericRpcHandler:
         SERVICE,
         {
             "Price": grpc.unary_unary_rpc_method_handler(aio_price),
+            "Meta": grpc.unary_unary_rpc_method_handler(aio_meta),
             "Watch": grpc.unary_stream_rpc_method_handler(aio_watch),
             "Upload": grpc.stream_unary_rpc_method_handler(aio_upload),
             "Chat": grpc.stream_stream_rpc_method_handler(aio_chat),

@@ -4,6 +4,7 @@ errors kept away from the RPC."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -170,6 +171,43 @@ def test_an_internal_error_never_reaches_the_rpc(
     assert after["grpc.server"] > before.get("grpc.server", 0)
 
 
+CALLER_METADATA = (
+    ("x-tenant", "acme"),
+    ("baggage", "vendor=opaque"),
+    ("langsmith-trace", "stale"),  # an earlier hop's: replaced, never sent twice
+)
+
+
+def check_metadata(text: bytes, run_order: str) -> None:
+    lines = text.decode().splitlines()
+    assert "x-tenant=acme" in lines
+    assert [x for x in lines if x.startswith("langsmith-trace=")] == [
+        f"langsmith-trace={run_order}"
+    ]
+    (baggage,) = [x for x in lines if x.startswith("baggage=")]
+    assert "vendor=opaque" in baggage
+
+
+def test_the_callers_metadata_is_kept(sync_channel: grpc.Channel) -> None:
+    with runs_until(3) as (runs, done), trace("caller"):
+        text = method(sync_channel, "unary_unary", "Meta")(b"", metadata=CALLER_METADATA)
+    assert done.wait(WAIT)
+    (client,) = [r for r in runs if r.extra.get("span_kind") == "client"]
+    check_metadata(text, client.dotted_order)
+
+
+async def test_aio_the_callers_metadata_is_kept(aio_server: str) -> None:
+    async with grpc.aio.insecure_channel(
+        aio_server, interceptors=aio_client_interceptors()
+    ) as channel:
+        with runs_until(3) as (runs, done), trace("caller"):
+            call = method(channel, "unary_unary", "Meta")(b"", metadata=CALLER_METADATA)
+            text = await call
+        assert await asyncio.to_thread(done.wait, WAIT)
+    (client,) = [r for r in runs if r.extra.get("span_kind") == "client"]
+    check_metadata(text, client.dotted_order)
+
+
 def test_untraced_outside_any_run(sync_server: str) -> None:
     seen: list[Any] = []
 
@@ -216,7 +254,7 @@ async def test_aio_all_shapes_and_statuses(aio_server: str) -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as missing:
                     await method(channel, "unary_unary", "Price")(b"missing")
                 assert missing.value.code() is grpc.StatusCode.NOT_FOUND
-            assert done.wait(WAIT), [r.name for r in runs]
+            assert await asyncio.to_thread(done.wait, WAIT), [r.name for r in runs]
     clients = [r for r in runs if r.extra.get("span_kind") == "client"]
     assert len(clients) == 5 and {r.parent_run_id for r in clients} == {root.id}
     for client in clients:
@@ -236,7 +274,7 @@ async def test_aio_hostile_metadata_and_crash(aio_server: str) -> None:
             assert await price(b"pen", metadata=HOSTILE) == b"price:pen"
             with pytest.raises(grpc.aio.AioRpcError):
                 await price(b"crash")
-            assert done.wait(WAIT)
+            assert await asyncio.to_thread(done.wait, WAIT)
     servers = [r for r in runs if r.extra.get("span_kind") == "server"]
     assert all(r.parent_run_id is None for r in servers)
     (crashed,) = [r for r in servers if r.error]
