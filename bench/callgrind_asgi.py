@@ -7,7 +7,8 @@ the difference of the totals divided by the difference of the counts is the per-
 start-up and imports cancelled out::
 
     python bench/callgrind_asgi.py --measure            # runs valgrind itself, prints the table
-    # whole requests (exporter included), then RunTree.from_headers alone ("extract:<case>")
+    # whole requests (exporter included), then RunTree.from_headers alone ("extract:<case>"),
+    # then the core hop alone ("hop:<case>": from_headers, create_child, to_headers, end, post)
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python bench/callgrind_asgi.py parent 2000       # one raw run
@@ -94,6 +95,24 @@ def _drive_extract(case: str, n: int) -> None:
         RunTree.from_headers(headers)
 
 
+def _drive_hop(case: str, n: int) -> None:
+    """The core hop without a server: the caller's run from the headers, this service's run
+    under it, the headers for a downstream call, the end handed to the (no-op) exporter."""
+    from tracestitch.run_tree import RunTree
+
+    headers = [*_BASE_HEADERS, *CASES[case]]
+    for _ in range(n):
+        parent = RunTree.from_headers(headers)
+        run = (
+            parent.create_child("server", inputs={"x": 1})
+            if parent is not None
+            else RunTree("server", inputs={"x": 1})
+        )
+        run.to_headers()
+        run.end(outputs={"y": 1})
+        run.post()
+
+
 def _instructions(case: str, n: int) -> int:
     done = subprocess.run(
         [
@@ -126,6 +145,12 @@ def measure(low: int = 500, high: int = 2500) -> None:
             (high - low) * 4
         )
         print(f"{name:<16}{per_call:>22,.0f}")
+    for case in CASES:  # the core hop alone, no server and no exporter
+        name = f"hop:{case}"
+        per_call = (_instructions(name, high * 4) - _instructions(name, low * 4)) / (
+            (high - low) * 4
+        )
+        print(f"{name:<16}{per_call:>22,.0f}")
 
 
 if __name__ == "__main__":
@@ -133,5 +158,7 @@ if __name__ == "__main__":
         measure()
     elif sys.argv[1].startswith("extract:"):
         _drive_extract(sys.argv[1].partition(":")[2], int(sys.argv[2]))
+    elif sys.argv[1].startswith("hop:"):
+        _drive_hop(sys.argv[1].partition(":")[2], int(sys.argv[2]))
     else:
         _drive(sys.argv[1], int(sys.argv[2]))

@@ -2,8 +2,12 @@
 
 A dotted order is the LangSmith sort key of a run inside its trace: one segment per ancestor,
 root first, each segment ``YYYYmmddTHHMMSSffffffZ`` (22 chars, UTC) followed by the 36-char run
-UUID. Everything here is on the request path, so it avoids ``strftime``/``strptime`` and
-``uuid.UUID(...)`` validation where a cheaper exact equivalent exists.
+UUID. This module is the only code that knows that format: everything else builds, reads and
+measures orders through the functions here (``root_order``, ``child_order``,
+``parse_dotted_order``, ``order_id_texts``, ``order_ids``, ``split_segment``,
+``max_order_length``). Everything here is on the request path, so it avoids
+``strftime``/``strptime`` and ``uuid.UUID(...)`` validation where a cheaper exact equivalent
+exists.
 """
 
 from __future__ import annotations
@@ -19,15 +23,22 @@ __all__ = [
     "MAX_DOTTED_ORDER_DEPTH",
     "SEGMENT_LENGTH",
     "TIMESTAMP_LENGTH",
+    "UUID_LENGTH",
     "DottedOrderError",
+    "child_order",
     "format_iso",
     "format_segment",
     "format_timestamp",
+    "max_order_length",
     "micros_to_datetime",
     "new_run_id",
     "now_micros",
+    "order_id_texts",
+    "order_ids",
     "parse_dotted_order",
+    "root_order",
     "span_id_from_run_id",
+    "split_segment",
     "to_micros",
     "trace_id_hex",
     "uuid7",
@@ -184,7 +195,51 @@ def format_iso(micros: int) -> str:
 
 
 def format_segment(micros: int, run_id: uuid.UUID | str) -> str:
+    """One segment: the run started at ``micros`` (UTC) with id ``run_id``."""
     return f"{format_timestamp(micros)}{run_id}"
+
+
+def root_order(micros: int, id_text: str) -> str:
+    """The order of a trace's root run: its one segment."""
+    return format_segment(micros, id_text)
+
+
+def child_order(parent_order: str, micros: int, id_text: str) -> str:
+    """The order of a run started at ``micros`` under the run whose order is ``parent_order``
+    (one call: this is every child run's path)."""
+    seconds, us = divmod(micros, 1_000_000)
+    cached = _ts_cache
+    if cached[0] != seconds:
+        cached = _ts_prefix(seconds)
+    return f"{parent_order}.{cached[1]}{us:06d}Z{id_text}"
+
+
+#: Where the ids sit in an order: the run's is its last 36 characters, the trace's follows the
+#: first timestamp, the parent's ends where the last segment (and its dot) begins.
+_PARENT_END = -(SEGMENT_LENGTH + 1)
+_PARENT_START = _PARENT_END - UUID_LENGTH
+
+
+def order_id_texts(order: str) -> tuple[str, str, str | None]:
+    """(run id, trace id, parent id or ``None`` for one segment) as lower-case text, read
+    from a well-formed order (an upstream may spell its ids in upper case)."""
+    parent = order[_PARENT_START:_PARENT_END].lower() if len(order) > SEGMENT_LENGTH else None
+    return order[-UUID_LENGTH:].lower(), order[TIMESTAMP_LENGTH:SEGMENT_LENGTH].lower(), parent
+
+
+def split_segment(segment: str) -> tuple[str, str]:
+    """(timestamp, run id text) of one segment, as written."""
+    return segment[:TIMESTAMP_LENGTH], segment[TIMESTAMP_LENGTH:]
+
+
+def order_ids(order: str) -> list[str]:
+    """The id text of every segment of ``order``, root first, as written (unchecked)."""
+    return [segment[TIMESTAMP_LENGTH:] for segment in order.split(".")]
+
+
+def max_order_length(depth: int) -> int:
+    """The length of an order ``depth`` segments deep."""
+    return depth * (SEGMENT_LENGTH + 1) - 1
 
 
 # ---------------------------------------------------------------------------------------------

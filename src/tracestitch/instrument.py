@@ -47,7 +47,7 @@ from tracestitch.context import LOCAL, _config, _current_run, tracing_enabled, t
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import extract_parent, inject
-from tracestitch.run_tree import RunTree
+from tracestitch.run_tree import RunTree, new_run
 
 __all__ = [
     "CURRENT",
@@ -158,16 +158,9 @@ def start_run(
         if isinstance(parent, RunTree):
             if not parent.tracing_enabled:
                 return None
-            run = parent.create_child(
-                name,
-                run_type,
-                inputs=inputs,
-                metadata=metadata,
-                tags=tags,
-                project_name=project_name,
-            )
         else:
-            run = RunTree._new_root(name, run_type, inputs, metadata, tags, project_name)
+            parent = None
+        run = new_run(name, run_type, parent, inputs, metadata, tags, project_name)
         if mode is LOCAL and run.exporter is None:
             run.exporter = LOCAL_ONLY  # and its children: they inherit it
         if kind is not None:

@@ -1,0 +1,166 @@
+"""The public fields of a run, and what the LangSmith SDKs do with them alone.
+
+:class:`RunFields` is the base of :class:`tracestitch.run_tree.RunTree`: it declares the
+public fields (``RunTree`` makes them slots) and holds the conveniences that read and write
+only those: the time properties, tags, metadata, ``set``, the wire dict. Building runs,
+linking them, their clock and export stay in ``run_tree`` with the private state they need.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from tracestitch import ids
+from tracestitch.run_values import TimeLike, as_dict
+
+__all__ = ["RunFields", "wire_dict"]
+
+
+class RunFields:
+    """The fields every run has, as the LangSmith SDKs name them."""
+
+    id: uuid.UUID
+    name: str
+    run_type: str
+    project_name: str
+    #: An agent address (``lrn:agents/<id>/environments/<env>``) the run is sent to instead of
+    #: its project, as LangSmith 0.14+ addresses runs; inherited from a caller that named one.
+    address: str | None
+    parent_run_id: uuid.UUID | None
+    start_time_us: int
+    end_time_us: int | None
+    extra: dict[str, Any]
+    metadata: dict[str, Any]
+    tags: list[str]
+    error: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    reference_example_id: uuid.UUID | None
+    serialized: dict[str, Any] | None
+    tracing_enabled: bool
+    execution_order: int
+    child_execution_order: int
+    dotted_order: str
+    trace_id: uuid.UUID
+    attachments: dict[str, tuple[str, bytes]]
+    replicas: list[dict[str, Any]] | None
+    distributed_parent_id: uuid.UUID | None
+    invocation_params: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    # Each field declared above is a slot: declared once, stored in one.
+    __slots__ = tuple(__annotations__)
+
+    @property
+    def start_time(self) -> datetime:
+        return ids.micros_to_datetime(self.start_time_us)
+
+    @start_time.setter
+    def start_time(self, value: TimeLike) -> None:
+        self.start_time_us = ids.to_micros(value)
+
+    @property
+    def end_time(self) -> datetime | None:
+        return None if self.end_time_us is None else ids.micros_to_datetime(self.end_time_us)
+
+    @end_time.setter
+    def end_time(self, value: TimeLike | None) -> None:
+        self.end_time_us = None if value is None else ids.to_micros(value)
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from start to end, ``None`` while the run is open."""
+        if self.end_time_us is None:
+            return None
+        return (self.end_time_us - self.start_time_us) / 1e6
+
+    @property
+    def session_name(self) -> str:
+        """The LangSmith SDK's name for ``project_name``."""
+        return self.project_name
+
+    def add_tags(self, tags: str | Sequence[str]) -> None:
+        for tag in [tags] if isinstance(tags, str) else tags:
+            if tag not in self.tags:
+                self.tags.append(tag)
+
+    def add_metadata(self, metadata: Mapping[str, Any]) -> None:
+        self.metadata.update(metadata)
+
+    def set(
+        self,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        usage_metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace inputs/outputs; add tags/metadata; record LLM ``usage_metadata`` (token
+        counts and costs, as the LangSmith SDK reports them) in the outputs."""
+        if inputs is not None:
+            self.inputs = as_dict(inputs, "input")
+        if outputs is not None:
+            self.outputs = as_dict(outputs, "output")
+        if tags:
+            self.add_tags(tags)
+        if metadata:
+            self.add_metadata(metadata)
+        if usage_metadata is not None:
+            if self.outputs is None:
+                self.outputs = {}
+            self.outputs["usage_metadata"] = dict(usage_metadata)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.id}, name={self.name!r}, "
+            f"run_type={self.run_type!r}, dotted_order={self.dotted_order!r})"
+        )
+
+
+def wire_dict(
+    run: RunFields, op: str, run_id: str, trace_id: str, parent_id: str | None
+) -> dict[str, Any]:
+    """The LangSmith ingest dict of ``run`` for ``op`` (``post``: everything; ``patch``: no
+    inputs), its ids given as text. Called on the export worker, never on the request path."""
+    extra = run.extra
+    if run.metadata:
+        extra = {**extra, "metadata": run.metadata}
+    if run.invocation_params:
+        extra = {**extra, "invocation_params": run.invocation_params}
+    wire: dict[str, Any] = {
+        "id": run_id,
+        "name": run.name,
+        "run_type": run.run_type,
+        "start_time": ids.format_iso(run.start_time_us),
+        "trace_id": trace_id,
+        "dotted_order": run.dotted_order,
+        "session_name": run.project_name,
+        "extra": extra,
+        "tags": run.tags if run.tags is not None else [],
+        "events": run.events if run.events is not None else [],
+    }
+    # None values are left out, as the SDK's exclude_none dump does: the exporter can then
+    # serialize this dict as it is.
+    if parent_id is not None:
+        wire["parent_run_id"] = parent_id
+    if run.address is not None:
+        # Addressed, not filed by project: the SDKs send the address alone, and the
+        # backend would prefer a project sent beside it.
+        wire["address"] = run.address
+        del wire["session_name"]
+    if op == "post":
+        wire["inputs"] = run.inputs
+        if run.serialized is not None:
+            wire["serialized"] = run.serialized
+    if run.end_time_us is not None:
+        wire["end_time"] = ids.format_iso(run.end_time_us)
+    if run.outputs is not None:
+        wire["outputs"] = run.outputs
+    if run.error is not None:
+        wire["error"] = run.error
+    if run.reference_example_id is not None:
+        wire["reference_example_id"] = str(run.reference_example_id)
+    return wire
