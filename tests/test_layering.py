@@ -10,6 +10,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "tracestitch"
 CORE = {
     "run_tree",
+    "run_fields",
+    "run_values",
+    "run_compat",
     "schemas",
     "ids",
     "context",
