@@ -15,6 +15,7 @@ Only the user's metadata goes out: the keys a service records about itself
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,7 @@ from urllib.parse import quote, unquote_plus
 
 import orjson
 
-from tracestitch import header_stats
-from tracestitch.header_stats import _reject
+from tracestitch.header_stats import _reject, collected, count
 from tracestitch.headers import BAGGAGE, _text
 
 if TYPE_CHECKING:
@@ -67,10 +67,7 @@ _ADDRESS_RE = re.compile(
 )
 
 
-def _baggage_members(found: dict[str, list[Any]], limits: Limits) -> list[tuple[str, str]]:
-    values = found.get(BAGGAGE)
-    if not values:
-        return []
+def _baggage_members(values: tuple[Any, ...], limits: Limits) -> list[tuple[str, str]]:
     # Several baggage headers are one list (RFC 9110 field combination).
     total = sum(len(v) for v in values)
     if total > limits.max_baggage_bytes:
@@ -228,11 +225,6 @@ _BaggageFields = tuple[
     "str | None",
     "list[dict[str, Any]] | None",
 ]
-#: Parsed baggage by raw header value: an upstream sends the same baggage on every request, so
-#: unquoting and JSON-decoding it each time is waste. Only parses that raised no complaint are
-#: cached (every bad header is still counted); cleared when full, so it stays bounded.
-_baggage_cache: dict[tuple[str | bytes, Any, Limits], _BaggageFields] = {}
-_BAGGAGE_CACHE_SIZE = 256
 
 
 def _apply_baggage(
@@ -244,23 +236,29 @@ def _apply_baggage(
     """Set ``parent``'s fields from the baggage; ``False`` when the parent is not to be
     followed at all: it names both a project and an address, which the SDKs refuse (joining
     the trace in either destination would misfile it)."""
-    values = found[BAGGAGE]
-    key = None
-    # Keyed by the raw value, str or bytes (ASGI servers hand bytes over): bytes that are not
-    # UTF-8 are never a clean parse, so they are never cached.
-    if len(values) == 1 and isinstance(values[0], (str, bytes)):
-        trust_key = trust if isinstance(trust, bool) else frozenset(trust)
-        key = (values[0], trust_key, limits)
-        cached = _baggage_cache.get(key)
-        if cached is not None:
-            metadata, tags, parent.project_name, parent.address, parent.replicas = cached
-            # Copies: whoever holds the RemoteParent may change them; the cache must not.
-            parent.metadata = None if metadata is None else dict(metadata)
-            parent.tags = None if tags is None else list(tags)
-            return True
-    before = header_stats.rejections()
+    values = tuple(found[BAGGAGE])
+    trust_key = trust if isinstance(trust, bool) else frozenset(trust)
+    # Raw values, str or bytes (ASGI servers hand bytes over), are the cache's key; any other
+    # shape is parsed each time.
+    if all(isinstance(v, (str, bytes)) for v in values):
+        fields, complaints = _parse_cached(values, trust_key, limits)
+        count(complaints)
+    else:
+        fields = _parse_baggage(values, trust_key, limits)
+    if fields is None:
+        return False
+    metadata, tags, parent.project_name, parent.address, parent.replicas = fields
+    # Copies: whoever holds the RemoteParent may change them; the cache must not.
+    parent.metadata = None if metadata is None else dict(metadata)
+    parent.tags = None if tags is None else list(tags)
+    return True
+
+
+def _parse_baggage(
+    values: tuple[Any, ...], trust: bool | frozenset[str], limits: Limits
+) -> _BaggageFields | None:
     metadata = tags = project = address = replicas = None
-    for name, value in _baggage_members(found, limits):
+    for name, value in _baggage_members(values, limits):
         if name not in _OURS or not _trusts(trust, _FIELDS[name]):
             continue
         text = _decoded(value)
@@ -278,42 +276,28 @@ def _apply_baggage(
             replicas = _parse_replicas(text, limits)
     if project is not None and address is not None:
         _reject("baggage_project_and_address")
-        return False
-    parent.metadata, parent.tags, parent.project_name, parent.address, parent.replicas = (
-        metadata,
-        tags,
-        project,
-        address,
-        replicas,
-    )
-    if key is not None and header_stats.rejections() == before:
-        fields: _BaggageFields = (
-            None if metadata is None else dict(metadata),
-            None if tags is None else list(tags),
-            project,
-            address,
-            replicas,
-        )
-        if len(_baggage_cache) >= _BAGGAGE_CACHE_SIZE:
-            _baggage_cache.clear()
-        _baggage_cache[key] = fields
-    return True
+        return None
+    return metadata, tags, project, address, replicas
 
 
-_quote_cache: dict[bytes | str, str] = {}
+@functools.lru_cache(maxsize=256)
+def _parse_cached(
+    values: tuple[str | bytes, ...], trust: bool | frozenset[str], limits: Limits
+) -> tuple[_BaggageFields | None, tuple[str, ...]]:
+    """:func:`_parse_baggage` and its complaints, by raw value: an upstream sends the same
+    baggage on every request, and unquoting and JSON-decoding it each time is waste
+    (see docs/architecture.md, "Caches", for the figure). The complaints are counted at
+    every use, so each bad header is counted however often it comes."""
+    return collected(_parse_baggage, values, trust, limits)
 
 
+@functools.lru_cache(maxsize=256)
 def _quoted(raw: bytes | str) -> str:
-    # Metadata, tags and project repeat from run to run; percent-encoding is the slow part.
-    encoded = _quote_cache.get(raw)
-    if encoded is None:
-        # Text the app set may hold lone surrogates, which UTF-8 cannot encode: they go out as
-        # '?' (the header stays ASCII either way).
-        encoded = quote(raw) if isinstance(raw, bytes) else quote(raw, errors="replace")
-        if len(_quote_cache) >= _BAGGAGE_CACHE_SIZE:
-            _quote_cache.clear()
-        _quote_cache[raw] = encoded
-    return encoded
+    """``raw`` percent-encoded. Metadata, tags and project repeat from run to run, and
+    encoding is the slow part of writing baggage (see docs/architecture.md, "Caches")."""
+    # Text the app set may hold lone surrogates, which UTF-8 cannot encode: they go out as
+    # '?' (the header stays ASCII either way).
+    return quote(raw) if isinstance(raw, bytes) else quote(raw, errors="replace")
 
 
 def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

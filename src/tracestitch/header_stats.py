@@ -10,8 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
-__all__ = ["rejections", "reset_stats", "stats"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["collected", "count", "reset_stats", "stats"]
 
 # Named for the public module the counts are read from (``propagation.stats()``).
 logger = logging.getLogger("tracestitch.propagation")
@@ -21,12 +26,18 @@ _stats_lock = threading.Lock()
 _logged: set[str] = set()
 
 
-_rejections = 0  # total, read by the baggage cache to keep only clean parses
+# A parse whose result is cached collects its complaints instead of counting them, and every
+# use of the result (the first included) counts them: each bad header is counted however often
+# it comes, and "was this parse clean" is a question about this parse alone. Per thread: a
+# parse is synchronous, so nothing else runs in its thread meanwhile.
+_local = threading.local()
 
 
 def _reject(kind: str) -> None:
-    global _rejections
-    _rejections += 1
+    collected: list[str] | None = getattr(_local, "collected", None)
+    if collected is not None:
+        collected.append(kind)
+        return
     with _stats_lock:
         _stats[kind] += 1
         first = kind not in _logged
@@ -39,6 +50,26 @@ def _reject(kind: str) -> None:
         )
 
 
+def collected(
+    parse: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+) -> tuple[R, tuple[str, ...]]:
+    """``parse(*args, **kwargs)`` and the complaints it made (uncounted: replay them with
+    :func:`count`), for a parse whose result is cached."""
+    outer = getattr(_local, "collected", None)
+    found: list[str] = []
+    _local.collected = found
+    try:
+        return parse(*args, **kwargs), tuple(found)
+    finally:
+        _local.collected = outer
+
+
+def count(complaints: tuple[str, ...]) -> None:
+    """Count complaints :func:`collected` returned (once per use of the parse)."""
+    for kind in complaints:
+        _reject(kind)
+
+
 def stats() -> dict[str, int]:
     """How many incoming headers were ignored, by reason (``dotted_order_malformed``, ...)."""
     with _stats_lock:
@@ -49,8 +80,3 @@ def reset_stats() -> None:
     with _stats_lock:
         _stats.clear()
         _logged.clear()
-
-
-def rejections() -> int:
-    """Headers ignored since the process started, all kinds together (never reset)."""
-    return _rejections

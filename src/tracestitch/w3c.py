@@ -9,6 +9,7 @@ before it is believed. A header that fails is counted (:mod:`tracestitch.header_
 
 from __future__ import annotations
 
+import functools
 import re
 
 from tracestitch.header_stats import _reject
@@ -28,11 +29,6 @@ _TRACESTATE_MEMBER_RE = re.compile(_TRACESTATE_MEMBER)
 _TRACESTATE_PLAIN_RE = re.compile(
     f"{_TRACESTATE_MEMBER}(?:,{_TRACESTATE_MEMBER}){{0,{_MAX_TRACESTATE_MEMBERS - 1}}}"
 )
-#: Valid tracestate values seen, by raw value: an upstream sends the same one on request after
-#: request, and checking it costs far more than the lookup. Bounded (cleared when full); only
-#: valid values are kept, so every bad one is still counted.
-_valid_tracestates: dict[str, str] = {}
-_TRACESTATE_CACHE_SIZE = 256
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -57,18 +53,16 @@ def _parse_traceparent(text: str) -> tuple[str, str, bool] | None:
 def _parse_tracestate(text: str) -> str | None:
     """``text`` as a valid tracestate (empty members and the optional spaces around commas
     dropped), or ``None`` (counted) when any part of it is outside the grammar."""
-    valid = _valid_tracestates.get(text)
+    valid = _check_tracestate(text)
     if valid is None:
-        valid = _check_tracestate(text)
-        if valid is None:
-            _reject("tracestate_invalid")
-            return None
-        if len(_valid_tracestates) >= _TRACESTATE_CACHE_SIZE:
-            _valid_tracestates.clear()
-        _valid_tracestates[text] = valid
+        _reject("tracestate_invalid")
     return valid
 
 
+# By raw value: an upstream sends the same tracestate on request after request, and checking
+# it costs far more than the lookup (see docs/architecture.md, "Caches"). Pure, so a bad value
+# cached is still counted at every use (by the caller).
+@functools.lru_cache(maxsize=256)
 def _check_tracestate(text: str) -> str | None:
     if _TRACESTATE_PLAIN_RE.fullmatch(text) is not None:
         members = text.split(",")
