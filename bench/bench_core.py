@@ -41,7 +41,7 @@ def _measure_async(fn: Callable[[], Any], n: int) -> float:
 # ----------------------------------------------------------------------------------- ours
 def _ours() -> dict[str, Callable[[], Any]]:
     import tracestitch as ts
-    from tracestitch.context import _current_run
+    from tracestitch.run_context import _current_run
 
     install_real_exporter()
     parent = ts.RunTree("parent")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tracestitch import RunTree, propagation
 from tracestitch.propagation import extract, inject, stats
+from tracestitch.run_tree import new_run
 
 PARENT = RunTree("caller", metadata={"tenant": "acme"}, tags=["beta"], project_name="shop")
 ORDER = PARENT.dotted_order
@@ -246,7 +247,7 @@ def test_fuzz_extract_never_raises_and_results_are_consistent(
     remote = propagation.extract(headers)
     if remote is not None:
         # Whatever got through is well formed and linkable.
-        child = RunTree._from_remote(remote).create_child("c")
+        child = new_run("c", "chain", remote)
         assert child.parent_run_id == remote.run_id
         assert isinstance(remote.trace_id, uuid.UUID)
         assert remote.metadata is None or isinstance(remote.metadata, dict)
@@ -307,7 +308,7 @@ def test_tracestate_outside_the_w3c_grammar_is_dropped_and_counted(state: str) -
     remote = extract({"traceparent": TP, "tracestate": state})
     assert remote is not None and remote.tracestate is None  # the parent itself is kept
     assert stats() == {"tracestate_invalid": 1}
-    child = RunTree._from_remote(remote).create_child("c")
+    child = new_run("c", "chain", remote)
     assert "tracestate" not in child.to_headers()
 
 
@@ -347,7 +348,7 @@ def test_hostile_baggage_members_are_absent_and_counted(member: str, kind: str) 
     assert (remote.metadata, remote.project_name, remote.replicas) == (None, None, None)
     assert remote.tags == ["ok"]  # the later, valid member
     assert stats() == {kind: 1}
-    child = RunTree._from_remote(remote).create_child("c")
+    child = new_run("c", "chain", remote)
     assert _printable_ascii(child.to_headers())
 
 
@@ -364,7 +365,7 @@ def test_plausible_baggage_still_passes() -> None:
     assert remote.metadata == {**metadata, "n": float(2**70)}
     assert (remote.tags, remote.project_name) == (["beta", "中"], "my shop")
     assert stats() == {}
-    child = RunTree._from_remote(remote).create_child("c")
+    child = new_run("c", "chain", remote)
     assert _printable_ascii(child.to_headers())
 
 

@@ -27,8 +27,7 @@ from tracestitch.run_tree import (
     is_runnable_config_like,
 )
 from tracestitch.tracing import trace, traceable
-
-__version__ = "0.1.0"
+from tracestitch.version import __version__
 
 if TYPE_CHECKING:
     from tracestitch.schemas import Run, RunEvent

@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracestitch", description="Distributed traces on the LangSmith run model."
     )
-    from tracestitch import __version__
+    from tracestitch.version import __version__
 
     parser.add_argument("--version", action="version", version=f"tracestitch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -4,7 +4,7 @@ A dotted order is the LangSmith sort key of a run inside its trace: one segment 
 root first, each segment ``YYYYmmddTHHMMSSffffffZ`` (22 chars, UTC) followed by the 36-char run
 UUID. This module is the only code that knows that format: everything else builds, reads and
 measures orders through the functions here (``root_order``, ``child_order``,
-``parse_dotted_order``, ``order_id_texts``, ``order_ids``, ``split_segment``,
+``parse_dotted_order``, ``order_ids``, ``split_segment``,
 ``max_order_length``). Everything here is on the request path, so it avoids
 ``strftime``/``strptime`` and ``uuid.UUID(...)`` validation where a cheaper exact equivalent
 exists.
@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from datetime import date, datetime, timezone
+from typing import Any
 
 __all__ = [
     "MAX_DOTTED_ORDER_DEPTH",
@@ -25,6 +26,7 @@ __all__ = [
     "TIMESTAMP_LENGTH",
     "UUID_LENGTH",
     "DottedOrderError",
+    "RunId",
     "child_order",
     "format_iso",
     "format_segment",
@@ -33,10 +35,10 @@ __all__ = [
     "micros_to_datetime",
     "new_run_id",
     "now_micros",
-    "order_id_texts",
     "order_ids",
     "parse_dotted_order",
     "root_order",
+    "run_id",
     "span_id_from_run_id",
     "split_segment",
     "to_micros",
@@ -81,6 +83,47 @@ if hasattr(uuid, "os") and hasattr(uuid.os, "register_at_fork"):
     uuid.os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
+class RunId(uuid.UUID):
+    """A UUID that keeps its canonical text: the ids of the runs tracestitch makes, and those
+    it reads from headers. A run's ids go out as text with every export, and ``str(UUID)``
+    formats anew each time; this text is made once, with the id (``str()`` returns it). In
+    every other respect a ``uuid.UUID`` (equal, same hash, ``repr``; it pickles as one)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"UUID({self.text!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (uuid.UUID, (self.text,))
+
+
+def _run_id(value: int, text: str) -> RunId:
+    u = _new_uuid(RunId)
+    _set(u, "int", value)
+    _set(u, "is_safe", _SAFE)
+    _set(u, "text", text)
+    return u
+
+
+def _hyphenated(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def run_id(value: uuid.UUID | str) -> RunId:
+    """``value`` (a UUID or its text) as a :class:`RunId` (its text made once, here)."""
+    if isinstance(value, RunId):
+        return value
+    if not isinstance(value, uuid.UUID):
+        value = uuid.UUID(str(value))
+    return _run_id(value.int, str(value))
+
+
 def _uuid_from_int(value: int) -> uuid.UUID:
     # uuid.UUID(int=...) re-validates the range and version; our value is valid by construction.
     u = _new_uuid(uuid.UUID)
@@ -111,13 +154,14 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     return _uuid_from_int(_uuid7_value(time.time_ns() // 1_000_000 if unix_ms is None else unix_ms))
 
 
-def new_run_id() -> tuple[uuid.UUID, str, int]:
+def new_run_id() -> tuple[RunId, str, int]:
     """A fresh UUIDv7, its canonical text, and now in µs since the epoch, from one clock read:
     what every new run needs (the text goes into its dotted order and, later, on the wire)."""
     ns = time.time_ns()
     value = _uuid7_value(ns // 1_000_000)
     h = f"{value:032x}"
-    return _uuid_from_int(value), f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", ns // 1000
+    text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _run_id(value, text), text, ns // 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,8 +244,12 @@ def format_segment(micros: int, run_id: uuid.UUID | str) -> str:
 
 
 def root_order(micros: int, id_text: str) -> str:
-    """The order of a trace's root run: its one segment."""
-    return format_segment(micros, id_text)
+    """The order of a trace's root run: its one segment (one call: every new trace's path)."""
+    seconds, us = divmod(micros, 1_000_000)
+    cached = _ts_cache
+    if cached[0] != seconds:
+        cached = _ts_prefix(seconds)
+    return f"{cached[1]}{us:06d}Z{id_text}"
 
 
 def child_order(parent_order: str, micros: int, id_text: str) -> str:
@@ -212,19 +260,6 @@ def child_order(parent_order: str, micros: int, id_text: str) -> str:
     if cached[0] != seconds:
         cached = _ts_prefix(seconds)
     return f"{parent_order}.{cached[1]}{us:06d}Z{id_text}"
-
-
-#: Where the ids sit in an order: the run's is its last 36 characters, the trace's follows the
-#: first timestamp, the parent's ends where the last segment (and its dot) begins.
-_PARENT_END = -(SEGMENT_LENGTH + 1)
-_PARENT_START = _PARENT_END - UUID_LENGTH
-
-
-def order_id_texts(order: str) -> tuple[str, str, str | None]:
-    """(run id, trace id, parent id or ``None`` for one segment) as lower-case text, read
-    from a well-formed order (an upstream may spell its ids in upper case)."""
-    parent = order[_PARENT_START:_PARENT_END].lower() if len(order) > SEGMENT_LENGTH else None
-    return order[-UUID_LENGTH:].lower(), order[TIMESTAMP_LENGTH:SEGMENT_LENGTH].lower(), parent
 
 
 def split_segment(segment: str) -> tuple[str, str]:
@@ -274,14 +309,15 @@ def _parse_timestamp(ts: str) -> int:
     return seconds * 1_000_000 + int(ts[15:21])
 
 
-def _uuid_from_hyphenated(text: str) -> uuid.UUID:
-    # Only for text the dotted-order regex has validated: skips UUID()'s own re-parsing.
-    return _uuid_from_int(int(text.replace("-", ""), 16))
+def _uuid_from_hyphenated(text: str) -> RunId:
+    # Only for text the dotted-order regex has validated: skips UUID()'s own re-parsing. An
+    # upstream may write upper case; a UUID's text is lower case.
+    return _run_id(int(text.replace("-", ""), 16), text.lower())
 
 
 def parse_dotted_order(
     order: str, max_depth: int = MAX_DOTTED_ORDER_DEPTH
-) -> tuple[list[str], int, uuid.UUID, uuid.UUID, uuid.UUID | None]:
+) -> tuple[list[str], int, RunId, RunId, RunId | None]:
     """Validate ``order``; return (segments, last start µs, trace id, run id, parent id).
 
     Raises :class:`DottedOrderError` for anything malformed, and never takes more than
@@ -332,7 +368,7 @@ def span_id_from_run_id(run_id: uuid.UUID) -> str:
     return f"{run_id.int & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def uuid_from_w3c(trace_hex: str, span_hex: str | None = None) -> uuid.UUID:
+def uuid_from_w3c(trace_hex: str, span_hex: str | None = None) -> RunId:
     """The UUID for a W3C trace id, or for a span of that trace.
 
     A span's UUID keeps the span id in its low 64 bits, so exporting it to OTLP gives back the
@@ -340,5 +376,6 @@ def uuid_from_w3c(trace_hex: str, span_hex: str | None = None) -> uuid.UUID:
     """
     trace_int = int(trace_hex, 16)
     if span_hex is None:
-        return _uuid_from_int(trace_int)
-    return _uuid_from_int((trace_int >> 64) << 64 | int(span_hex, 16))
+        return _run_id(trace_int, _hyphenated(trace_int))
+    value = (trace_int >> 64) << 64 | int(span_hex, 16)
+    return _run_id(value, _hyphenated(value))

@@ -43,10 +43,10 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from tracestitch._guard import report
-from tracestitch.context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
-from tracestitch.propagation import extract_parent, inject
+from tracestitch.propagation import inject
+from tracestitch.run_context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.run_tree import RunTree, new_run
 
 __all__ = [
@@ -87,7 +87,7 @@ detach = _current_run.reset
 #: a stand-in ``RunTree`` to pass as ``start_run(parent=...)``, never exported itself, or
 #: ``None``. ``trust`` says what the caller's baggage may set here (see
 #: :func:`tracestitch.propagation.extract`).
-remote_parent = extract_parent
+remote_parent = RunTree.from_headers
 
 
 #: Whether runs are recorded in this context at all (exported, or only captured locally:

@@ -100,8 +100,9 @@ def sweep(min_age_s: float, now_us: int | None = None) -> int:
             if run.start_time_us > oldest_start:
                 continue
             del _open[key]
-            # An ended run is about to be shipped by its end (after this lock): as a post.
-            if run.end_time_us is not None or run._remote or not run.tracing_enabled:
+            # An ended run is about to be shipped by its end (after this lock): as a post. (A
+            # caller's stand-in is never here: only runs this process starts are watched.)
+            if run.end_time_us is not None or not run.tracing_enabled:
                 continue
             if _post_open(run):
                 _posted[key] = ref

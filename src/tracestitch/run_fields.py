@@ -2,8 +2,9 @@
 
 :class:`RunFields` is the base of :class:`tracestitch.run_tree.RunTree`: it declares the
 public fields (``RunTree`` makes them slots) and holds the conveniences that read and write
-only those: the time properties, tags, metadata, ``set``, the wire dict. Building runs,
-linking them, their clock and export stay in ``run_tree`` with the private state they need.
+only those: the time properties, tags, metadata, ``set``, the wire dict (``to_wire``).
+Building runs, linking them, their clock and export stay in ``run_tree``, with the private
+state they need.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from tracestitch import ids
+from tracestitch.ids import RunId
 from tracestitch.run_values import TimeLike, as_dict
 
-__all__ = ["RunFields", "wire_dict"]
+__all__ = ["RunFields"]
 
 
 class RunFields:
@@ -50,6 +52,9 @@ class RunFields:
     distributed_parent_id: uuid.UUID | None
     invocation_params: dict[str, Any] | None
     events: list[dict[str, Any]]
+    #: The W3C ``tracestate`` of an OpenTelemetry caller, passed on to the next hop as it came
+    #: (``None`` otherwise); inherited by child runs.
+    tracestate: str | None
     # Each field declared above is a slot: declared once, stored in one.
     __slots__ = tuple(__annotations__)
 
@@ -113,54 +118,55 @@ class RunFields:
                 self.outputs = {}
             self.outputs["usage_metadata"] = dict(usage_metadata)
 
+    def to_wire(self, op: str = "post") -> dict[str, Any]:
+        """The LangSmith ingest dict for ``op`` (``post``: everything; ``patch``: no inputs).
+
+        Called by exporters on their worker thread, never on the request path.
+        """
+        # The ids of runs tracestitch made keep their text (ids.RunId); others are formatted.
+        run_id, trace_id, parent = self.id, self.trace_id, self.parent_run_id
+        extra = self.extra
+        if self.metadata:
+            extra = {**extra, "metadata": self.metadata}
+        if self.invocation_params:
+            extra = {**extra, "invocation_params": self.invocation_params}
+        wire: dict[str, Any] = {
+            "id": run_id.text if isinstance(run_id, RunId) else str(run_id),
+            "name": self.name,
+            "run_type": self.run_type,
+            "start_time": ids.format_iso(self.start_time_us),
+            "trace_id": trace_id.text if isinstance(trace_id, RunId) else str(trace_id),
+            "dotted_order": self.dotted_order,
+            "session_name": self.project_name,
+            "extra": extra,
+            "tags": self.tags if self.tags is not None else [],
+            "events": self.events if self.events is not None else [],
+        }
+        # None values are left out, as the SDK's exclude_none dump does: the exporter can then
+        # serialize this dict as it is.
+        if parent is not None:
+            wire["parent_run_id"] = parent.text if isinstance(parent, RunId) else str(parent)
+        if self.address is not None:
+            # Addressed, not filed by project: the SDKs send the address alone, and the
+            # backend would prefer a project sent beside it.
+            wire["address"] = self.address
+            del wire["session_name"]
+        if op == "post":
+            wire["inputs"] = self.inputs
+            if self.serialized is not None:
+                wire["serialized"] = self.serialized
+        if self.end_time_us is not None:
+            wire["end_time"] = ids.format_iso(self.end_time_us)
+        if self.outputs is not None:
+            wire["outputs"] = self.outputs
+        if self.error is not None:
+            wire["error"] = self.error
+        if self.reference_example_id is not None:
+            wire["reference_example_id"] = str(self.reference_example_id)
+        return wire
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(id={self.id}, name={self.name!r}, "
             f"run_type={self.run_type!r}, dotted_order={self.dotted_order!r})"
         )
-
-
-def wire_dict(
-    run: RunFields, op: str, run_id: str, trace_id: str, parent_id: str | None
-) -> dict[str, Any]:
-    """The LangSmith ingest dict of ``run`` for ``op`` (``post``: everything; ``patch``: no
-    inputs), its ids given as text. Called on the export worker, never on the request path."""
-    extra = run.extra
-    if run.metadata:
-        extra = {**extra, "metadata": run.metadata}
-    if run.invocation_params:
-        extra = {**extra, "invocation_params": run.invocation_params}
-    wire: dict[str, Any] = {
-        "id": run_id,
-        "name": run.name,
-        "run_type": run.run_type,
-        "start_time": ids.format_iso(run.start_time_us),
-        "trace_id": trace_id,
-        "dotted_order": run.dotted_order,
-        "session_name": run.project_name,
-        "extra": extra,
-        "tags": run.tags if run.tags is not None else [],
-        "events": run.events if run.events is not None else [],
-    }
-    # None values are left out, as the SDK's exclude_none dump does: the exporter can then
-    # serialize this dict as it is.
-    if parent_id is not None:
-        wire["parent_run_id"] = parent_id
-    if run.address is not None:
-        # Addressed, not filed by project: the SDKs send the address alone, and the
-        # backend would prefer a project sent beside it.
-        wire["address"] = run.address
-        del wire["session_name"]
-    if op == "post":
-        wire["inputs"] = run.inputs
-        if run.serialized is not None:
-            wire["serialized"] = run.serialized
-    if run.end_time_us is not None:
-        wire["end_time"] = ids.format_iso(run.end_time_us)
-    if run.outputs is not None:
-        wire["outputs"] = run.outputs
-    if run.error is not None:
-        wire["error"] = run.error
-    if run.reference_example_id is not None:
-        wire["reference_example_id"] = str(run.reference_example_id)
-    return wire

@@ -15,19 +15,20 @@ Times are integer microseconds since the epoch (``start_time_us``/``end_time_us`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracestitch import ids
-from tracestitch.context import default_project, get_current_run_tree
 from tracestitch.exporter import Exporter, dispatch
+from tracestitch.propagation import DEFAULT_LIMITS, Limits, RemoteParent, extract, inject
 from tracestitch.run_compat import (
     config_run_args,
     convert_to_dotted_order_format,
     is_runnable_config_like,
     parent_from_callbacks,
 )
-from tracestitch.run_fields import RunFields, wire_dict
+from tracestitch.run_context import default_project, get_current_run_tree
+from tracestitch.run_fields import RunFields
 from tracestitch.run_values import (
     TimeLike,
     as_dict,
@@ -38,7 +39,6 @@ from tracestitch.run_values import (
 )
 
 if TYPE_CHECKING:
-    from tracestitch.propagation import RemoteParent
     from tracestitch.schemas import Run
 
 __all__ = [
@@ -71,14 +71,8 @@ class RunTree(RunFields):
     on_end: Callable[[RunTree], None] | None
     exporter: Exporter | None
     _children: dict[int, RunTree] | None
-    # The id text is stored once, in the dotted order (ids.order_id_texts reads it back): the
-    # text goes out with every export, and str(UUID) is slow. These are the very UUID objects
-    # (id, trace_id, parent_run_id) the order spells, or None when it spells other ones; a
-    # field reassigned later holds another object, and is then formatted instead.
-    _ids_in_order: tuple[uuid.UUID, uuid.UUID, uuid.UUID | None] | None
     _remote: bool
     _skew_us: int
-    _tracestate: str | None
     # Each field declared here is a slot (the public ones are RunFields' slots).
     __slots__ = ("__weakref__", *__annotations__)
 
@@ -120,7 +114,7 @@ class RunTree(RunFields):
     ) -> None:
         # LangSmith's keyword constructor: its arguments normalized, then the one path.
         start = None if start_time is None else ids.to_micros(start_time)
-        run_id = None if id is None else as_uuid(id)
+        run_id = None if id is None else ids.run_id(id)
         order = given_trace = order_parent = None
         if parent_run is not None:
             if parent_run_id is not None and as_uuid(parent_run_id) != parent_run.id:
@@ -134,7 +128,7 @@ class RunTree(RunFields):
                 run_id, trace_id, dotted_order, start
             )
         if run_id is None:
-            run_id = ids.uuid7()
+            run_id = ids.new_run_id()[0]
         extra_dict = dict(extra) if extra else {}
         meta = dict(extra_dict.pop("metadata", None) or {})
         if metadata:
@@ -145,7 +139,6 @@ class RunTree(RunFields):
             run_type,
             parent_run,
             run_id,
-            None,
             start,
             inputs,
             meta,
@@ -158,8 +151,7 @@ class RunTree(RunFields):
             order_parent,
         )
         if parent_run is None and parent_run_id is not None:
-            # Not the order's: a reassignment, so the wire formats it (see _ids_in_order).
-            self.parent_run_id = as_uuid(parent_run_id)
+            self.parent_run_id = ids.run_id(parent_run_id)
         if child_execution_order is not None:
             self.child_execution_order = child_execution_order
         if tracing_enabled is not None:
@@ -195,8 +187,7 @@ class RunTree(RunFields):
         name: str,
         run_type: str,
         parent: RunTree | None,
-        run_id: uuid.UUID,
-        id_text: str | None,
+        run_id: ids.RunId,
         start: int,
         inputs: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
@@ -208,9 +199,8 @@ class RunTree(RunFields):
         trace_id: uuid.UUID | None = None,
         parent_id: uuid.UUID | None = None,
     ) -> None:
-        """The one construction path: sets every field of a new run (``id_text``: ``run_id``'s
-        text when at hand; ``order``, ``trace_id``, ``parent_id``: a root whose order is
-        known, parsed into those ids)."""
+        """The one construction path: sets every field of a new run (``order``, ``trace_id``,
+        ``parent_id``: a root whose order is known, parsed into those ids)."""
         self.id = run_id
         self.name = name
         self.run_type = run_type
@@ -218,14 +208,12 @@ class RunTree(RunFields):
         if parent is None:
             self._skew_us = 0
             if order is None:
-                order = ids.root_order(start, str(run_id) if id_text is None else id_text)
-                trace_id = run_id
-            elif trace_id is None:
+                order = ids.root_order(start, run_id.text)
+            if trace_id is None:
                 trace_id = run_id
             self.trace_id = trace_id
             self.parent_run_id = parent_id
             self.dotted_order = order
-            self._ids_in_order = (run_id, trace_id, parent_id)
             self.project_name = project_name or default_project()
             self.address = None
             self.metadata = dict(metadata) if metadata else {}
@@ -233,7 +221,7 @@ class RunTree(RunFields):
             self.tracing_enabled = True
             self.exporter = exporter
             self.replicas = None
-            self._tracestate = None
+            self.tracestate = None
         else:
             # Inherit the trace and its context; a child never starts before its parent
             # (LangSmith rejects that), and keeps the clock correction of a remote parent.
@@ -242,15 +230,7 @@ class RunTree(RunFields):
             self._skew_us = parent._skew_us
             self.parent_run_id = parent.id
             self.trace_id = parent.trace_id
-            text = str(run_id) if id_text is None else id_text
-            self.dotted_order = ids.child_order(parent.dotted_order, start, text)
-            # The order spells the parent's ids as the parent's order does.
-            known = parent._ids_in_order
-            self._ids_in_order = (
-                (run_id, parent.trace_id, parent.id)
-                if known is not None and known[0] is parent.id and known[1] is parent.trace_id
-                else None
-            )
+            self.dotted_order = ids.child_order(parent.dotted_order, start, run_id.text)
             self.project_name = project_name or parent.project_name
             # A project named here outranks an inherited address (as in the SDKs).
             self.address = None if project_name else parent.address
@@ -267,7 +247,7 @@ class RunTree(RunFields):
             self.tracing_enabled = parent.tracing_enabled
             self.exporter = exporter if exporter is not None else parent.exporter
             self.replicas = parent.replicas
-            self._tracestate = parent._tracestate
+            self.tracestate = parent.tracestate
         self.start_time_us = start
         self.end_time_us = None
         self.inputs = as_dict(inputs, "input")
@@ -305,7 +285,6 @@ class RunTree(RunFields):
                 "chain",
                 None,
                 remote.run_id,
-                None,
                 remote.start_us,
                 None,
                 None,
@@ -333,7 +312,7 @@ class RunTree(RunFields):
             run.replicas = remote.replicas
         if remote.address is not None and "project_name" not in inherit:
             run.address = remote.address
-        run._tracestate = remote.tracestate
+        run.tracestate = remote.tracestate
         run.distributed_parent_id = remote.run_id
         return run
 
@@ -373,13 +352,12 @@ class RunTree(RunFields):
             )
         else:  # the path of every @traceable call and every server and client run
             child = _new(RunTree)
-            run_id, text, now = ids.new_run_id()
+            run_id, _, now = ids.new_run_id()
             child._fill(
                 name,
                 run_type,
                 self,
                 run_id,
-                text,
                 now + self._skew_us,
                 inputs,
                 metadata,
@@ -475,17 +453,26 @@ class RunTree(RunFields):
     def to_headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
         """``langsmith-trace``, ``baggage`` and ``traceparent`` for a downstream call, merged
         into ``headers`` (foreign baggage members kept)."""
-        from tracestitch.propagation import inject
-
         return inject(self, {} if headers is None else headers)  # type: ignore[return-value]
 
     @classmethod
-    def from_headers(cls, headers: Any, **inherit: Any) -> RunTree | None:
+    def from_headers(
+        cls,
+        headers: Any,
+        *,
+        trust: bool | Collection[str] = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **inherit: Any,
+    ) -> RunTree | None:
         """The caller's run as told by incoming ``headers``, or ``None`` when they carry no
-        (valid) trace. Create the service's own run with ``parent.create_child(...)``."""
-        from tracestitch.propagation import extract_parent
-
-        return extract_parent(headers, **inherit)
+        (valid) trace: a stand-in, never exported (the caller exports the real one). Create
+        the service's own run with ``parent.create_child(...)``. ``trust`` and ``limits`` as
+        :func:`tracestitch.propagation.extract` takes them; ``inherit``: constructor arguments
+        for the stand-in."""
+        remote = extract(headers, trust=trust, limits=limits)
+        if remote is None:
+            return None
+        return cls._from_remote(remote, **inherit)
 
     @classmethod
     def from_dotted_order(cls, dotted_order: str, **inherit: Any) -> RunTree | None:
@@ -510,28 +497,6 @@ class RunTree(RunFields):
         return cls(**args)
 
     # ------------------------------------------------------------------ serialization
-
-    def to_wire(self, op: str = "post") -> dict[str, Any]:
-        """The LangSmith ingest dict for ``op`` (``post``: everything; ``patch``: no inputs).
-
-        Called by exporters on their worker thread, never on the request path.
-        """
-        return wire_dict(self, op, *self._id_texts())
-
-    def _id_texts(self) -> tuple[str, str, str | None]:
-        """Id, trace id and parent id as text: read from the dotted order while the fields
-        hold the ids it spells (see ``_ids_in_order``), else formatted."""
-        known = self._ids_in_order
-        parent_id = self.parent_run_id
-        if (
-            known is not None
-            and known[0] is self.id
-            and known[1] is self.trace_id
-            and known[2] is parent_id
-        ):
-            run_id, trace_id, parent_text = ids.order_id_texts(self.dotted_order)
-            return run_id, trace_id, None if parent_id is None else parent_text
-        return str(self.id), str(self.trace_id), None if parent_id is None else str(parent_id)
 
     def to_json(self) -> dict[str, Any]:
         """The run as a JSON-ready dict (the ``post`` wire shape)."""
@@ -560,7 +525,7 @@ def new_run(
     metadata: Mapping[str, Any] | None = None,
     tags: Sequence[str] | None = None,
     project_name: str | None = None,
-    made: tuple[uuid.UUID, str, int] | None = None,
+    made: tuple[ids.RunId, str, int] | None = None,
 ) -> RunTree:
     """A new run, started now: under ``parent`` (a run of this process, or the caller's run
     as :func:`tracestitch.propagation.extract` read it from headers) or, with none, the root of
@@ -578,8 +543,6 @@ def new_run(
             name, run_type, inputs=inputs, metadata=metadata, tags=tags, project_name=project_name
         )
     run = _new(RunTree)
-    run_id, text, start = ids.new_run_id() if made is None else made
-    run._fill(
-        name, run_type, None, run_id, text, start, inputs, metadata, tags, project_name, None, 1
-    )
+    run_id, _, start = ids.new_run_id() if made is None else made
+    run._fill(name, run_type, None, run_id, start, inputs, metadata, tags, project_name, None, 1)
     return run

@@ -76,11 +76,11 @@ def normalize_attachments(value: Mapping[str, Any] | None) -> dict[str, tuple[st
 
 
 def root_ids(
-    run_id: uuid.UUID | None,
+    run_id: ids.RunId | None,
     trace_id: uuid.UUID | str | None,
     dotted_order: str | None,
     start_us: int,
-) -> tuple[uuid.UUID | None, str | None, uuid.UUID | None, uuid.UUID | None]:
+) -> tuple[ids.RunId | None, str | None, ids.RunId | None, ids.RunId | None]:
     """A root run's (id, dotted order, trace id, parent id) from the keyword constructor's
     ``id``, ``trace_id`` and ``dotted_order``; ``None`` for what they leave to the run.
 
@@ -89,7 +89,7 @@ def root_ids(
     trace given without an order gets a root segment in front of the run's, so the order
     still names the trace (as the LangSmith server requires).
     """
-    given_trace = None if trace_id is None else as_uuid(trace_id)
+    given_trace = None if trace_id is None else ids.run_id(trace_id)
     if dotted_order is not None:
         _, _, order_trace, order_id, order_parent = ids.parse_dotted_order(dotted_order)
         if run_id is None:
@@ -100,8 +100,8 @@ def root_ids(
     if given_trace is None:
         return run_id, None, None, None
     if run_id is None:
-        run_id = ids.uuid7()
+        run_id = ids.new_run_id()[0]
     if given_trace == run_id:
         return run_id, None, None, None
-    root = ids.root_order(start_us, str(given_trace))
-    return run_id, ids.child_order(root, start_us, str(run_id)), given_trace, None
+    root = ids.root_order(start_us, given_trace.text)
+    return run_id, ids.child_order(root, start_us, run_id.text), given_trace, None

@@ -15,6 +15,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tracestitch import ids
+
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
 
@@ -138,9 +140,9 @@ class Run(RunBase):
         """A ``Run`` from a LangSmith ingest dict, with status, ancestry and usage derived."""
         data = {**wire, **usage_from_wire(wire).as_run_fields()}
         order = wire.get("dotted_order") or ""
-        segments = order.split(".") if order else []
-        if len(segments) > 1:
-            data.setdefault("parent_run_ids", [s[22:] for s in segments[:-1]])
+        ancestors = ids.order_ids(order)[:-1] if order else []
+        if ancestors:
+            data.setdefault("parent_run_ids", ancestors)
         if "status" not in wire:
             data["status"] = (
                 "error" if wire.get("error") else ("success" if wire.get("end_time") else "pending")

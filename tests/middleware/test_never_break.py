@@ -22,10 +22,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tracestitch import RunTree
-from tracestitch.context import _current_run, get_current_run_tree
+from tracestitch.context import get_current_run_tree
 from tracestitch.middleware.aiohttp import tracing_middleware
 from tracestitch.middleware.asgi import TracingMiddleware as AsgiTracing
 from tracestitch.middleware.wsgi import TracingMiddleware as WsgiTracing
+from tracestitch.run_context import _current_run
 from tracestitch.testing import capture_runs
 from tracestitch.tracing import traceable
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracestitch import __version__
+from tracestitch.version import __version__
 
 from .bodies import zstd_available
 from .feedback import FeedbackOp

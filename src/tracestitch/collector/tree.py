@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tracestitch import ids
 from tracestitch.schemas import Run, Usage, usage_from_wire
 
 from .runs import run_service, run_status, time_us
@@ -27,7 +28,7 @@ def _parent_ids(dotted_order: Any) -> list[str] | None:
     if not isinstance(dotted_order, str) or not dotted_order:
         return None
     # Every segment but the last names an ancestor, root first.
-    return [segment[22:] for segment in dotted_order.split(".")[:-1]]
+    return ids.order_ids(dotted_order)[:-1]
 
 
 def feedback_stats(feedback: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -55,7 +55,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tracestitch import __version__, ids
+from tracestitch import ids
 from tracestitch.export._http import HTTPTarget
 from tracestitch.export.otlp_genai import genai_attributes, openinference_kind
 from tracestitch.export.otlp_http import (
@@ -66,6 +66,7 @@ from tracestitch.export.otlp_http import (
     span_role,
 )
 from tracestitch.export.wire import WireOp, compress, dumps
+from tracestitch.version import __version__
 
 if TYPE_CHECKING:
     from tracestitch.export.otel_env import OTLPSettings

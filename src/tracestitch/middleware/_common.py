@@ -19,7 +19,6 @@ import random
 from http import HTTPStatus
 from typing import Any
 
-from tracestitch.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
 from tracestitch.instrument import remote_parent, start_run, tracing_on
 from tracestitch.middleware._options import (
     MiddlewareOptions,
@@ -38,6 +37,7 @@ from tracestitch.middleware._recording import (
 from tracestitch.middleware._recording import MAX_HEADER_CHARS as MAX_HEADER_CHARS  # re-export
 from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS  # re-export
 from tracestitch.middleware._recording import readable as readable  # re-export
+from tracestitch.propagation.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
 from tracestitch.run_tree import RunTree
 
 __all__ = [

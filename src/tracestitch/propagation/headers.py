@@ -2,7 +2,7 @@
 stack hands around (each shape read through :mod:`tracestitch.carriers`).
 
 Values are untrusted: one that is not UTF-8, too large, or ambiguous (two different copies) is
-counted in :mod:`tracestitch.header_stats` and treated as absent.
+counted in :mod:`.stats` and treated as absent.
 """
 
 from __future__ import annotations
@@ -10,9 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from tracestitch.carriers import Names, shape_of
-from tracestitch.header_stats import _reject
+from tracestitch.propagation.stats import reject
 
-__all__ = ["BAGGAGE", "LANGSMITH_TRACE", "TRACEPARENT", "TRACESTATE", "TRACE_HEADERS"]
+__all__ = [
+    "BAGGAGE",
+    "LANGSMITH_TRACE",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "TRACE_HEADERS",
+    "collect",
+    "header_text",
+    "single",
+]
 
 LANGSMITH_TRACE = "langsmith-trace"
 BAGGAGE = "baggage"
@@ -22,37 +31,37 @@ TRACESTATE = "tracestate"
 TRACE_HEADERS = Names((LANGSMITH_TRACE, BAGGAGE, TRACEPARENT, TRACESTATE))
 
 
-def _text(value: Any) -> str | None:
+def header_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            _reject("non_utf8")
+            reject("non_utf8")
             return None
     return None
 
 
-def _collect(headers: Any) -> dict[str, list[Any]]:
+def collect(headers: Any) -> dict[str, list[Any]]:
     """The trace headers present in ``headers`` (any shape: :mod:`tracestitch.carriers`)."""
     if headers is None:
         return {}
     return shape_of(headers).collect(headers, TRACE_HEADERS)
 
 
-def _single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:
+def single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:
     values = found.get(name)
     if not values:
         return None
     if len(values) > 1:
-        texts = {_text(v) for v in values}
+        texts = {header_text(v) for v in values}
         if len(texts) > 1:  # two different parents: ambiguous, so neither
-            _reject(f"{name}_duplicate")
+            reject(f"{name}_duplicate")
             return None
     value = values[0]
     if len(value) > max_len:  # checked before decoding: a 100 KB value costs nothing
-        _reject(f"{name}_too_large")
+        reject(f"{name}_too_large")
         return None
-    text = _text(value)
-    return text.strip() if text is not None else None
+    decoded = header_text(value)
+    return decoded.strip() if decoded is not None else None

@@ -4,7 +4,7 @@ and ``tracestate``.
 Lowercase hex only; all-zero ids and version ``ff`` are invalid, and version ``00`` allows no
 trailing fields. ``tracestate`` is passed on to the next hop as it came, so it must match the
 spec's grammar exactly (printable ASCII, at most 32 ``key=value`` members, no duplicate keys)
-before it is believed. A header that fails is counted (:mod:`tracestitch.header_stats`).
+before it is believed. A header that fails is counted (:mod:`.stats`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import re
 
-from tracestitch.header_stats import _reject
+from tracestitch.propagation.stats import reject
+
+__all__ = ["parse_traceparent", "parse_tracestate"]
 
 _TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 # tracestate list members (W3C Trace Context, section 3.3.1): a simple or multi-tenant key, and a
@@ -33,29 +35,29 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
-def _parse_traceparent(text: str) -> tuple[str, str, bool] | None:
+def parse_traceparent(text: str) -> tuple[str, str, bool] | None:
     """``(trace id hex, parent span id hex, sampled)``, or ``None`` (counted)."""
     m = _TRACEPARENT_RE.fullmatch(text)
     if m is None:
-        _reject("traceparent_malformed")
+        reject("traceparent_malformed")
         return None
     version, trace_hex, span_hex, flags, rest = m.groups()
     if version == "ff" or (version == "00" and rest) or trace_hex == _ZERO_TRACE:
-        _reject("traceparent_invalid")
+        reject("traceparent_invalid")
         return None
     if span_hex == _ZERO_SPAN:
-        _reject("traceparent_invalid")
+        reject("traceparent_invalid")
         return None
     # Bit 0 of the flags is "sampled"; the other bits are not ours to interpret.
     return trace_hex, span_hex, bool(int(flags, 16) & 1)
 
 
-def _parse_tracestate(text: str) -> str | None:
+def parse_tracestate(text: str) -> str | None:
     """``text`` as a valid tracestate (empty members and the optional spaces around commas
     dropped), or ``None`` (counted) when any part of it is outside the grammar."""
     valid = _check_tracestate(text)
     if valid is None:
-        _reject("tracestate_invalid")
+        reject("tracestate_invalid")
     return valid
 
 

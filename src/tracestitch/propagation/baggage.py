@@ -3,7 +3,7 @@
 a run's (``-replicas`` is read, never written: the SDKs stopped writing it in January 2026).
 
 Every member is bounded by :class:`~tracestitch.propagation.Limits` and anything malformed is
-counted (:mod:`tracestitch.header_stats`) and dropped. Values are read with plus-as-space:
+counted (:mod:`.stats`) and dropped. Values are read with plus-as-space:
 OpenTelemetry's Python propagator re-encodes baggage values with ``quote_plus`` on the way
 through an OTel service, and LangSmith's writers (ours included) percent-encode every ``+``, so a
 bare ``+`` can only be such a space. Both directions are cached by raw value: an upstream sends
@@ -23,14 +23,21 @@ from urllib.parse import quote, unquote_plus
 
 import orjson
 
-from tracestitch.header_stats import _reject, collected, count
-from tracestitch.headers import BAGGAGE, _text
+from tracestitch.propagation.headers import BAGGAGE, header_text
+from tracestitch.propagation.model import Limits, RemoteParent
+from tracestitch.propagation.stats import collected, count, reject
 
 if TYPE_CHECKING:
-    from tracestitch.propagation import Limits, RemoteParent
-    from tracestitch.run_tree import RunTree
+    from tracestitch.run_fields import RunFields
 
-__all__ = ["LOCAL_METADATA_KEYS", "SERVER_ADDRESS_KEY", "SERVICE_KEY"]
+__all__ = [
+    "LOCAL_METADATA_KEYS",
+    "OURS",
+    "SERVER_ADDRESS_KEY",
+    "SERVICE_KEY",
+    "apply_baggage",
+    "encode_baggage",
+]
 
 #: Metadata key of the service a run was made in (the middleware's ``service=``).
 SERVICE_KEY = "service"
@@ -45,7 +52,7 @@ _TAGS = "langsmith-tags"
 _PROJECT = "langsmith-project"
 _ADDRESS = "langsmith-address"
 _REPLICAS = "langsmith-replicas"
-_OURS = frozenset((_META, _TAGS, _PROJECT, _ADDRESS, _REPLICAS))
+OURS = frozenset((_META, _TAGS, _PROJECT, _ADDRESS, _REPLICAS))
 #: The ``trust`` name of each of our members. An address is a destination, as a project is,
 #: so trusting the caller's project trusts its address.
 _FIELDS = {
@@ -71,9 +78,9 @@ def _baggage_members(values: tuple[Any, ...], limits: Limits) -> list[tuple[str,
     # Several baggage headers are one list (RFC 9110 field combination).
     total = sum(len(v) for v in values)
     if total > limits.max_baggage_bytes:
-        _reject("baggage_too_large")
+        reject("baggage_too_large")
         return []
-    texts = [_text(v) for v in values]
+    texts = [header_text(v) for v in values]
     members: list[tuple[str, str]] = []
     for text in texts:
         if text is None:
@@ -85,7 +92,7 @@ def _baggage_members(values: tuple[Any, ...], limits: Limits) -> list[tuple[str,
                 continue
             members.append((key, value.split(";", 1)[0].strip()))
             if len(members) > limits.max_baggage_members:
-                _reject("baggage_too_many_members")
+                reject("baggage_too_many_members")
                 return members[: limits.max_baggage_members]
     return members
 
@@ -100,12 +107,12 @@ def _decoded(raw: str) -> str | None:
     """A member's value percent-decoded, or ``None`` (counted) when it holds characters a
     baggage value cannot, or bytes that are not UTF-8 once decoded."""
     if _VALUE_RE.fullmatch(raw) is None:
-        _reject("baggage_member_invalid")
+        reject("baggage_member_invalid")
         return None
     try:
         return unquote_plus(raw, errors="strict")
     except UnicodeDecodeError:
-        _reject("baggage_member_invalid")
+        reject("baggage_member_invalid")
         return None
 
 
@@ -128,17 +135,17 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 def _json_value(text: str, limits: Limits, kind: str) -> Any:
     if len(text) > limits.max_metadata_bytes:
-        _reject(f"{kind}_too_large")
+        reject(f"{kind}_too_large")
         return None
     try:
         # orjson, not json: it refuses a lone surrogate ("\ud800" is valid JSON but no text,
         # and a run holding one could not be exported), NaN and Infinity.
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        _reject(f"{kind}_invalid_json")
+        reject(f"{kind}_invalid_json")
         return None
     if _too_deep(value, limits.max_metadata_depth):
-        _reject(f"{kind}_too_deep")
+        reject(f"{kind}_too_deep")
         return None
     return value
 
@@ -148,10 +155,10 @@ def _parse_metadata(text: str, limits: Limits) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        _reject("metadata_not_object")
+        reject("metadata_not_object")
         return None
     if len(value) > limits.max_metadata_keys:
-        _reject("metadata_too_many_keys")
+        reject("metadata_too_many_keys")
         return None
     return value
 
@@ -160,7 +167,7 @@ def _parse_tags(text: str, limits: Limits) -> list[str] | None:
     tags = [t.strip() for t in text.split(",")]
     tags = [t for t in tags if t and len(t) <= limits.max_tag_length and t.isprintable()]
     if len(tags) > limits.max_tags:
-        _reject("tags_too_many")
+        reject("tags_too_many")
         tags = tags[: limits.max_tags]
     return tags or None
 
@@ -172,7 +179,7 @@ def _valid_project(project: str, limits: Limits) -> bool:
 def _parse_project(text: str, limits: Limits) -> str | None:
     project = text.strip()
     if not _valid_project(project, limits):
-        _reject("project_invalid")
+        reject("project_invalid")
         return None
     return project
 
@@ -181,7 +188,7 @@ def _parse_address(text: str) -> str | None:
     """The address in its canonical form (id as sent, environment lower-cased), or ``None``."""
     m = _ADDRESS_RE.fullmatch(text.strip())
     if m is None:
-        _reject("address_invalid")
+        reject("address_invalid")
         return None
     return f"lrn:agents/{m.group(1)}/environments/{m.group(2).lower()}"
 
@@ -190,7 +197,7 @@ def _parse_replicas(text: str, limits: Limits) -> list[dict[str, Any]] | None:
     value = _json_value(text, limits, "replicas")
     if not isinstance(value, list):
         if value is not None:
-            _reject("replicas_not_list")
+            reject("replicas_not_list")
         return None
     replicas: list[dict[str, Any]] = []
     for item in value[: limits.max_replicas]:
@@ -203,7 +210,7 @@ def _parse_replicas(text: str, limits: Limits) -> list[dict[str, Any]] | None:
         else:
             continue
         if not isinstance(project, str) or not _valid_project(project, limits):
-            _reject("replicas_project_invalid")
+            reject("replicas_project_invalid")
             continue
         replica: dict[str, Any] = {"project_name": project}
         if isinstance(updates, dict):
@@ -227,7 +234,7 @@ _BaggageFields = tuple[
 ]
 
 
-def _apply_baggage(
+def apply_baggage(
     parent: RemoteParent,
     found: dict[str, list[Any]],
     trust: bool | Collection[str],
@@ -259,7 +266,7 @@ def _parse_baggage(
 ) -> _BaggageFields | None:
     metadata = tags = project = address = replicas = None
     for name, value in _baggage_members(values, limits):
-        if name not in _OURS or not _trusts(trust, _FIELDS[name]):
+        if name not in OURS or not _trusts(trust, _FIELDS[name]):
             continue
         text = _decoded(value)
         if text is None:
@@ -275,7 +282,7 @@ def _parse_baggage(
         else:
             replicas = _parse_replicas(text, limits)
     if project is not None and address is not None:
-        _reject("baggage_project_and_address")
+        reject("baggage_project_and_address")
         return None
     return metadata, tags, project, address, replicas
 
@@ -308,7 +315,7 @@ def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
+def encode_baggage(run: RunFields, limits: Limits) -> list[str]:
     members: list[str] = []
     metadata = _user_metadata(run.metadata) if run.metadata else None
     if metadata:
@@ -316,11 +323,11 @@ def _encode_baggage(run: RunTree, limits: Limits) -> list[str]:
             encoded = _quoted(orjson.dumps(metadata, default=str))
         except (TypeError, ValueError):  # not JSON text (a lone surrogate, a huge int ...)
             encoded = ""
-            _reject("outgoing_metadata_invalid")
+            reject("outgoing_metadata_invalid")
         if encoded and len(encoded) <= limits.max_metadata_bytes:
             members.append(f"{_META}={encoded}")
         elif encoded:
-            _reject("outgoing_metadata_too_large")
+            reject("outgoing_metadata_too_large")
     if run.tags:
         members.append(f"{_TAGS}={_quoted(','.join(run.tags))}")
     # A run goes to its address or to its project, never both (the SDKs refuse a parent that

@@ -1,8 +1,8 @@
 """The counters of ignored incoming trace headers: one per kind of bad input (``baggage_too_large``,
 ``dotted_order_malformed``, ...), the first of each kind logged.
 
-Every header parser counts here (``_reject``); :func:`tracestitch.propagation.stats` reads the
-counts. A module of its own so the parsers and ``propagation`` can all import it without a cycle.
+Every header parser of the package counts here (:func:`reject`); :func:`stats` reads the counts
+(re-exported as :func:`tracestitch.propagation.stats`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["collected", "count", "reset_stats", "stats"]
+__all__ = ["collected", "count", "logger", "reject", "reset_stats", "stats"]
 
 # Named for the public module the counts are read from (``propagation.stats()``).
 logger = logging.getLogger("tracestitch.propagation")
@@ -33,7 +33,7 @@ _logged: set[str] = set()
 _local = threading.local()
 
 
-def _reject(kind: str) -> None:
+def reject(kind: str) -> None:
     collected: list[str] | None = getattr(_local, "collected", None)
     if collected is not None:
         collected.append(kind)
@@ -67,7 +67,7 @@ def collected(
 def count(complaints: tuple[str, ...]) -> None:
     """Count complaints :func:`collected` returned (once per use of the parse)."""
     for kind in complaints:
-        _reject(kind)
+        reject(kind)
 
 
 def stats() -> dict[str, int]:

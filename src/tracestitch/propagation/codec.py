@@ -1,0 +1,147 @@
+"""Reading and writing trace headers: ``langsmith-trace`` + ``baggage``, and W3C ``traceparent``.
+
+Headers are untrusted input. :func:`extract` never raises and never does unbounded work: every
+header is size-capped before it is parsed, and anything malformed is treated as absent, counted
+in :func:`~tracestitch.propagation.stats` and logged once per kind. The caller then simply
+starts a new root.
+
+``headers`` may be any of the shapes a Python web stack hands around: a plain dict (any key case,
+str or bytes), an ASGI header list of byte pairs, a WSGI environ (``HTTP_LANGSMITH_TRACE``), or a
+header object of starlette, aiohttp (multidict), httpx, requests, or werkzeug.
+
+The parts live next door: each shape read and written in :mod:`tracestitch.carriers` (for
+``extract`` and ``inject`` alike), the trace headers collected in :mod:`.headers`, the
+``baggage`` members in :mod:`.baggage`, ``traceparent`` in :mod:`.w3c`, the counters in
+:mod:`.stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from tracestitch import ids
+from tracestitch._guard import report
+from tracestitch.carriers import collect_pairs, shape_of
+from tracestitch.propagation.baggage import OURS, apply_baggage, encode_baggage
+from tracestitch.propagation.headers import (
+    BAGGAGE,
+    LANGSMITH_TRACE,
+    TRACE_HEADERS,
+    TRACEPARENT,
+    TRACESTATE,
+    collect,
+    header_text,
+    single,
+)
+from tracestitch.propagation.model import DEFAULT_LIMITS, Limits, RemoteParent
+from tracestitch.propagation.stats import reject
+from tracestitch.propagation.w3c import parse_traceparent, parse_tracestate
+
+if TYPE_CHECKING:
+    from tracestitch.run_fields import RunFields
+
+__all__ = ["extract", "inject"]
+
+
+def extract(
+    headers: Any,
+    *,
+    trust: bool | Collection[str] = True,
+    limits: Limits = DEFAULT_LIMITS,
+) -> RemoteParent | None:
+    """The caller's run as told by ``headers``, or ``None`` (absent, or not to be believed).
+
+    ``trust`` says what ``baggage`` may set here: ``True`` (all), ``False`` (nothing: ids only),
+    or a subset of ``{"metadata", "tags", "project", "replicas"}`` (``"project"`` also covers
+    the ``langsmith-address`` member: both name where the runs go). A parent whose trusted
+    baggage names both a project and an address is not followed (``None``), as the SDKs do.
+    """
+    try:
+        return _extract(headers, trust, limits)
+    except Exception as exc:  # a bug here must never fail the request
+        report("propagation.extract", exc)
+        return None
+
+
+def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> RemoteParent | None:
+    # An ASGI header list (every traced request) straight to its scan, one call fewer.
+    found = collect_pairs(headers, TRACE_HEADERS) if type(headers) is list else collect(headers)
+    if not found:
+        return None
+    parent: RemoteParent | None = None
+    order = single(found, LANGSMITH_TRACE, ids.max_order_length(limits.max_dotted_order_depth) + 1)
+    if order:
+        try:
+            _segments, start, trace_id, run_id, parent_id = ids.parse_dotted_order(
+                order, limits.max_dotted_order_depth
+            )
+        except ids.DottedOrderError:
+            reject("dotted_order_malformed")
+        else:
+            if start - ids.now_micros() > limits.max_clock_skew_s * 1_000_000:
+                reject("dotted_order_in_future")
+            else:
+                parent = RemoteParent(order, trace_id, run_id, parent_id, start)
+    elif order is None and LANGSMITH_TRACE not in found:
+        parent = _from_traceparent(found)
+    if parent is None:
+        return None
+    state = single(found, TRACESTATE, limits.max_tracestate_bytes)
+    if state:
+        parent.tracestate = parse_tracestate(state)
+    if trust is not False and BAGGAGE in found and not apply_baggage(parent, found, trust, limits):
+        return None
+    return parent
+
+
+def _from_traceparent(found: dict[str, list[Any]]) -> RemoteParent | None:
+    text = single(found, TRACEPARENT, 512)
+    if not text:
+        return None
+    parsed = parse_traceparent(text)
+    if parsed is None:
+        return None
+    trace_hex, span_hex, sampled = parsed
+    # An OpenTelemetry caller has no dotted order: synthesise root and parent segments at "now"
+    # so the children sort after them; the trace id and span id survive exactly.
+    now = ids.now_micros()
+    trace_id = ids.uuid_from_w3c(trace_hex)
+    span_id = ids.uuid_from_w3c(trace_hex, span_hex)
+    order = ids.child_order(ids.root_order(now, str(trace_id)), now, str(span_id))
+    return RemoteParent(order, trace_id, span_id, trace_id, now, from_w3c=True, sampled=sampled)
+
+
+def inject(
+    run: RunFields,
+    headers: MutableMapping[str, Any] | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> MutableMapping[str, Any]:
+    """Write ``run``'s trace headers into ``headers`` (a new dict when ``None``); return it.
+
+    Writes ``langsmith-trace``, ``traceparent`` (and ``tracestate`` passed through from an
+    OpenTelemetry caller), and ``baggage``: our members replace earlier ones of the same key,
+    every foreign member already present is kept.
+    """
+    if headers is None:
+        headers = {}
+    shape = shape_of(headers)
+    shape.set(headers, LANGSMITH_TRACE, run.dotted_order)
+    shape.set(headers, TRACEPARENT, f"00-{run.trace_id.hex}-{ids.span_id_from_run_id(run.id)}-01")
+    if run.tracestate:
+        shape.set(headers, TRACESTATE, run.tracestate)
+    ours = encode_baggage(run, limits)
+    existing = [t for t in (header_text(v) for v in shape.get(headers, BAGGAGE)) if t]
+    if existing:
+        foreign = [
+            m.strip()
+            for m in ",".join(existing).split(",")
+            if m.strip() and m.partition("=")[0].strip() not in OURS
+        ]
+        merged = ",".join([*foreign, *ours])
+        if merged:
+            shape.set(headers, BAGGAGE, merged)
+    elif ours:
+        shape.set(headers, BAGGAGE, ",".join(ours))
+    return headers
