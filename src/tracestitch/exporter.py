@@ -188,11 +188,11 @@ def shutdown_all(timeout: float | None = None) -> bool:
     # An exporter still being built from the environment (a DeferredExporter: it has
     # ``wait``) hands the runs it holds to the real one once built, and the real one registers
     # here as it is made: shut nothing down before that, or the real one would refuse them as
-    # closed. The wait is bounded by the exporter's own shutdown timeout.
+    # closed. The wait is bounded by the exporter's own ``build_wait``.
     for target in [_exporter, *list(_at_exit)]:
         wait = getattr(target, "wait", None)
         if callable(wait):
-            wait(timeout if timeout is not None else _own_bound(target, "shutdown_timeout"))
+            wait(timeout if timeout is not None else _own_bound(target, "build_wait"))
     targets: list[Exporter] = [_exporter]
     targets.extend(e for e in list(_at_exit) if e is not _exporter)
     results: list[bool] = []
@@ -215,7 +215,7 @@ def shutdown_all(timeout: float | None = None) -> bool:
         thread.start()
     # Each shutdown bounds itself; the join only guards against one that does not.
     for thread, target in zip(threads, targets, strict=True):
-        bound = _own_bound(target, "shutdown_timeout", "shutdown_max")
+        bound = _own_bound(target, "shutdown_timeout", "shutdown_max", "build_wait")
         thread.join((timeout if timeout is not None else bound) + 1.0)
     return len(results) == len(threads) and all(results)
 

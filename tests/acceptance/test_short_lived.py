@@ -96,8 +96,10 @@ def _spool_down(tmp_path: Path, traces: int) -> tuple[str, dict[str, str], Path]
     result = run_script(code, env, str(traces))
     exited = time.monotonic()
     assert result.returncode == 0, result.stderr
-    # Exit within the shutdown timeout (+0.5 s) of the last run.
-    assert exited - float(result.stdout) < 2.5, result.stderr
+    # A dead endpoint stops the exit after the shutdown timeout (2 s), not the 30 s it may go
+    # on while an endpoint takes batches. The bound is loose for a loaded machine (the build of
+    # the exporter may take longer there); bench_short_lived measures it: 0.2-1.4 s.
+    assert exited - float(result.stdout) < 20, result.stderr
     assert any(spool.rglob("*.seg")), "nothing spooled"
     return endpoint, env, spool
 

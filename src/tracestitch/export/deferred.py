@@ -136,7 +136,10 @@ class DeferredExporter:
 
     def shutdown(self, timeout: float | None = None) -> bool:
         given = timeout
-        timeout = self.shutdown_timeout if timeout is None else timeout
+        # At exit, the build (local work: imports, threads) may take up to build_wait, as for
+        # a burst: on a loaded machine it can outlast shutdown_timeout, and every held run
+        # would be lost for it.
+        timeout = max(self.shutdown_timeout, self.build_wait) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         real = self.wait(timeout) if self._started else None
         if real is None:
@@ -147,7 +150,7 @@ class DeferredExporter:
             if lost:
                 logger.warning(
                     "tracestitch: %d run operation(s) lost: the exporter was not built within "
-                    "the shutdown timeout (%.1f s)",
+                    "%.1f s",
                     lost,
                     timeout,
                 )

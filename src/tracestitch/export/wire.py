@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tracestitch.ids import split_segment
+
 if TYPE_CHECKING:
     from tracestitch.run_tree import RunTree
 
@@ -333,9 +335,8 @@ def remap_for_project(
             dup["parent_run_id"] = _derive(str(wire["parent_run_id"]), project)
         order = wire.get("dotted_order")
         if isinstance(order, str) and order:
-            dup["dotted_order"] = ".".join(
-                seg[:22] + _derive(seg[22:], project) for seg in order.split(".")
-            )
+            parts = (split_segment(seg) for seg in order.split("."))
+            dup["dotted_order"] = ".".join(stamp + _derive(rid, project) for stamp, rid in parts)
     if updates:
         extra = dict(dup.get("extra") or {})
         meta = updates.get("metadata")
