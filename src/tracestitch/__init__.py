@@ -22,9 +22,9 @@ from tracestitch.ids import uuid7
 from tracestitch.propagation import extract, inject
 from tracestitch.run_tree import (
     RunTree,
-    convert_to_dotted_order_format,
-    is_run_tree,
-    is_runnable_config_like,
+    convert_to_dotted_order_format,  # noqa: F401 (compatibility helpers, outside __all__)
+    is_run_tree,  # noqa: F401
+    is_runnable_config_like,  # noqa: F401
 )
 from tracestitch.tracing import trace, traceable
 from tracestitch.version import __version__
@@ -48,6 +48,8 @@ def __getattr__(name: str) -> Any:
 # factory: the exporter and its threads are built on first use.
 install_from_env()
 
+# The LangSmith compatibility helpers (convert_to_dotted_order_format, is_run_tree,
+# is_runnable_config_like) stay importable from here, as from the SDK, but are not the core API.
 __all__ = [
     "ContextThreadPoolExecutor",
     "Exporter",
@@ -59,13 +61,10 @@ __all__ = [
     "__version__",
     "configure",
     "contextual",
-    "convert_to_dotted_order_format",
     "extract",
     "get_current_run_tree",
     "get_exporter",
     "inject",
-    "is_run_tree",
-    "is_runnable_config_like",
     "set_exporter",
     "trace",
     "traceable",

@@ -118,6 +118,8 @@ def replace_exporter(expected: Exporter, new: Exporter) -> bool:
 
 
 def get_exporter() -> Exporter:
+    """The process-wide exporter; one registered lazily from the environment is built on
+    this first call."""
     global _exporter, _exporter_factory
     factory = _exporter_factory
     if factory is not None:
@@ -135,12 +137,14 @@ _listeners_lock = threading.Lock()
 
 
 def add_listener(callback: Callable[[RunTree], None]) -> None:
+    """Call ``callback`` with every run as it is handed to export (local captures use it)."""
     global _listeners
     with _listeners_lock:
         _listeners = (*_listeners, callback)
 
 
 def remove_listener(callback: Callable[[RunTree], None]) -> None:
+    """Stop calling ``callback`` (compared with ``==``)."""
     global _listeners
     with _listeners_lock:
         # ==, not `is`: a bound method (RunCollector._persist_run) is a new object on every

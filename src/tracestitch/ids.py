@@ -170,6 +170,7 @@ def new_run_id() -> tuple[RunId, str, int]:
 
 
 def now_micros() -> int:
+    """Now, in microseconds since the epoch."""
     return time.time_ns() // 1000
 
 
@@ -196,6 +197,7 @@ def to_micros(value: datetime | float | int | str) -> int:
 
 
 def micros_to_datetime(micros: int) -> datetime:
+    """An aware UTC datetime for microseconds since the epoch."""
     seconds, us = divmod(micros, 1_000_000)
     return datetime.fromtimestamp(seconds, _UTC).replace(microsecond=us)
 
@@ -361,10 +363,13 @@ def parse_dotted_order(
 
 
 def trace_id_hex(trace_id: uuid.UUID) -> str:
+    """The W3C/OTLP trace id (32 hex digits) of a trace id."""
     return trace_id.hex
 
 
 def span_id_from_run_id(run_id: uuid.UUID) -> str:
+    """The W3C/OTLP span id (16 hex digits) of a run id: its low 64 bits (the random part
+    of a UUIDv7; docs/architecture.md says why not its first 8 bytes)."""
     return f"{run_id.int & 0xFFFFFFFFFFFFFFFF:016x}"
 
 

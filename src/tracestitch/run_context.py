@@ -63,6 +63,7 @@ def capture_started() -> None:
 
 
 def capture_stopped() -> None:
+    """A local capture (``RunCollector``) ended: pairs with ``capture_started``."""
     global _captures
     with _captures_lock:
         _captures = max(0, _captures - 1)
@@ -102,6 +103,7 @@ def get_current_run_tree() -> RunTree | None:
 
 
 def current_config() -> TracingConfig:
+    """The ``tracing_context`` settings in force in this context."""
     return _config.get()
 
 
@@ -127,4 +129,6 @@ def tracing_enabled() -> bool:
 
 
 def default_project() -> str:
+    """The project new runs here go to: this context's ``tracing_context`` project, else
+    the process default."""
     return _config.get().project_name or _default_project

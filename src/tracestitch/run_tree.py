@@ -514,6 +514,7 @@ class RunTree(RunFields):
 
 
 def is_run_tree(x: object) -> bool:
+    """Whether ``x`` is a :class:`RunTree` (as ``langsmith.run_helpers.is_run_tree``)."""
     return isinstance(x, RunTree)
 
 

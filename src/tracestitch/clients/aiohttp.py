@@ -58,7 +58,7 @@ def _next_hop(params: aiohttp.TraceRequestRedirectParams) -> tuple[str, URL] | N
 def trace_config(**options: Any) -> aiohttp.TraceConfig:
     """A ``TraceConfig`` for ``aiohttp.ClientSession(trace_configs=[...])``.
 
-    Keyword options are those of :class:`tracestitch.clients._common.ClientOptions`
+    Keyword options are those of :class:`tracestitch.clients.ClientOptions`
     (``propagate_to``, ``create_runs``, ``start_root``, ``run_type``, ...)::
 
         session = aiohttp.ClientSession(trace_configs=[trace_config(propagate_to="all")])

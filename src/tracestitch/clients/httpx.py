@@ -52,7 +52,7 @@ def _finish(tracer: ClientTracer, run: RunTree, response: httpx.Response) -> Non
 class TracingTransport(httpx.BaseTransport):
     """Wraps a sync httpx transport (default ``httpx.HTTPTransport()``).
 
-    Keyword options are those of :class:`tracestitch.clients._common.ClientOptions`
+    Keyword options are those of :class:`tracestitch.clients.ClientOptions`
     (``propagate_to``, ``create_runs``, ``start_root``, ``run_type``, ...)::
 
         client = httpx.Client(transport=TracingTransport(propagate_to=["internal", "*.corp"]))

@@ -62,7 +62,7 @@ def _parts(request: requests.PreparedRequest) -> UrlParts:
 class TracingAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that traces what it sends.
 
-    Keyword arguments named like :class:`tracestitch.clients._common.ClientOptions` fields
+    Keyword arguments named like :class:`tracestitch.clients.ClientOptions` fields
     (``propagate_to``, ``create_runs``, ...) configure tracing; the rest go to
     ``HTTPAdapter`` (``max_retries``, ``pool_maxsize``, ...). With ``wrapped``, requests are
     sent through that adapter instead (keeping its configuration)::

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tracestitch._guard import report
+from tracestitch.instrument import report
 
 if TYPE_CHECKING:
     from tracestitch.export.spool import Spool

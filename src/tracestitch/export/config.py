@@ -56,7 +56,6 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tracestitch._guard import report
 from tracestitch.context import set_defaults
 from tracestitch.export.otel_env import OTLPConfigError, OTLPSettings, otlp_settings_from_env
 from tracestitch.exporter import (
@@ -66,6 +65,7 @@ from tracestitch.exporter import (
     set_exporter,
     set_exporter_factory,
 )
+from tracestitch.instrument import report
 from tracestitch.settings import (
     AUTO,
     SettingError,

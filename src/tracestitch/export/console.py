@@ -41,6 +41,9 @@ def _ms(run: dict[str, Any]) -> str:
 
 
 class ConsoleSink:
+    """Prints each finished trace as a tree to ``stream`` (stderr by default); runs of a trace
+    are held until its root ends, at most ``max_pending`` of them."""
+
     def __init__(self, stream: TextIO | None = None, *, max_pending: int = 10_000) -> None:
         self.stream = stream
         self.max_pending = max_pending

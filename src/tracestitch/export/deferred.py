@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tracestitch._guard import report
 from tracestitch.exporter import Exporter, NoopExporter, replace_exporter, shutdown_at_exit
+from tracestitch.instrument import report
 
 if TYPE_CHECKING:
     from tracestitch.exporter import Op

@@ -23,6 +23,9 @@ __all__ = ["FileSink"]
 
 
 class FileSink:
+    """Appends each run operation as one JSON line to ``path``, rotating it at ``max_bytes``
+    and keeping ``backups`` older files."""
+
     def __init__(
         self, path: str | os.PathLike[str], *, max_bytes: int = 100 << 20, backups: int = 5
     ) -> None:

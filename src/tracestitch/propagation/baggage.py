@@ -316,6 +316,8 @@ def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_baggage(run: RunFields, limits: Limits) -> list[str]:
+    """The ``langsmith-*`` baggage members that carry ``run``'s user metadata, tags and
+    project to the next service, within ``limits``."""
     members: list[str] = []
     metadata = _user_metadata(run.metadata) if run.metadata else None
     if metadata:

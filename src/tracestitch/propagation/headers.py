@@ -32,6 +32,8 @@ TRACE_HEADERS = Names((LANGSMITH_TRACE, BAGGAGE, TRACEPARENT, TRACESTATE))
 
 
 def header_text(value: Any) -> str | None:
+    """A header value as text (bytes decoded as UTF-8), or ``None`` when it is not text;
+    undecodable bytes are counted as ignored."""
     if isinstance(value, str):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -51,6 +53,8 @@ def collect(headers: Any) -> dict[str, list[Any]]:
 
 
 def single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:
+    """The one value of header ``name`` among ``found`` as text, or ``None`` when it is
+    missing, longer than ``max_len`` or repeated with different values (counted)."""
     values = found.get(name)
     if not values:
         return None

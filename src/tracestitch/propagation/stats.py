@@ -34,6 +34,8 @@ _local = threading.local()
 
 
 def reject(kind: str) -> None:
+    """Count one incoming header value ignored as ``kind`` (collected instead while a
+    cached parse records its complaints)."""
     collected: list[str] | None = getattr(_local, "collected", None)
     if collected is not None:
         collected.append(kind)
@@ -77,6 +79,7 @@ def stats() -> dict[str, int]:
 
 
 def reset_stats() -> None:
+    """Forget the counts of ignored header values (and which were logged)."""
     with _stats_lock:
         _stats.clear()
         _logged.clear()
