@@ -64,7 +64,7 @@ _SHUTDOWN_FLUSH_S = 5.0
 @dataclass
 class _Attempt:
     """One execution in progress: its run, the token that made it current, and the parent
-    the run was started under (an eager retry nests inside its attempt: it reuses this)."""
+    the run was started under (a retry run inside its attempt is started under it too)."""
 
     run: RunTree | None
     token: Token[RunTree | None] | None
@@ -96,12 +96,8 @@ def instrument_celery(
     the same app replaces the options; it connects each signal once.
     """
     _apps[id(app)] = (app, _Options(record_args, trust))
-    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID)
-    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID)
-    signals.task_failure.connect(_on_failure, weak=False, dispatch_uid=_UID)
-    signals.task_retry.connect(_on_retry, weak=False, dispatch_uid=_UID)
-    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID)
-    signals.worker_process_shutdown.connect(_on_process_shutdown, weak=False, dispatch_uid=_UID)
+    for signal, receiver in _receivers():
+        signal.connect(receiver, weak=False, dispatch_uid=_UID)
     return app
 
 
@@ -110,15 +106,20 @@ def uninstrument_celery(app: Celery) -> None:
     _apps.pop(id(app), None)
     if _apps:
         return
-    for signal in (
-        signals.before_task_publish,
-        signals.task_prerun,
-        signals.task_failure,
-        signals.task_retry,
-        signals.task_postrun,
-        signals.worker_process_shutdown,
-    ):
+    for signal, _receiver in _receivers():
         signal.disconnect(dispatch_uid=_UID)
+
+
+def _receivers() -> list[tuple[Any, Any]]:
+    """Each Celery signal this module listens to, and its receiver."""
+    return [
+        (signals.before_task_publish, _on_publish),
+        (signals.task_prerun, _on_prerun),
+        (signals.task_failure, _on_failure),
+        (signals.task_retry, _on_retry),
+        (signals.task_postrun, _on_postrun),
+        (signals.worker_process_shutdown, _on_process_shutdown),
+    ]
 
 
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
