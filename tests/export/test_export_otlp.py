@@ -20,7 +20,7 @@ from tracestitch.export.otlp import OTLPSink, decode_request
 from tracestitch.export.worker import BatchExporter
 from tracestitch.exporter import set_exporter
 
-SERVER, CLIENT, INTERNAL = 2, 3, 1  # Span.SpanKind values
+SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER = 2, 3, 1, 4, 5  # Span.SpanKind values
 ERROR = 2  # Status.StatusCode
 
 
@@ -94,6 +94,19 @@ def test_payload_decodes_and_parent_links_form_the_run_tree() -> None:
     [resource] = {tuple(sorted(r.items())) for r, _ in spans}
     assert dict(resource)["service.name"].startswith("unknown_service")
     assert dict(resource)["telemetry.sdk.name"] == "tracestitch"
+
+
+def test_task_runs_export_as_consumer_and_producer_spans() -> None:
+    with ingest_server() as server:
+        exporter = BatchExporter(OTLPSink(server.url), flush_interval=5)
+        for kind in ("consumer", "producer", "bogus"):
+            run = RunTree(name=kind, extra={"span_kind": kind}, exporter=exporter)
+            run.end()
+            run.post()
+        assert exporter.flush(5)
+        exporter.shutdown()
+        kinds = {span.name: span.kind for _, span in _spans(server)}
+    assert kinds == {"consumer": CONSUMER, "producer": PRODUCER, "bogus": INTERNAL}
 
 
 def test_span_id_matches_traceparent() -> None:

@@ -60,6 +60,8 @@ from tracestitch.export._http import HTTPTarget
 from tracestitch.export.otlp_genai import genai_attributes, openinference_kind
 from tracestitch.export.otlp_http import (
     CLIENT,
+    CONSUMER,
+    PRODUCER,
     SERVER,
     http_attributes,
     http_error_type,
@@ -287,6 +289,8 @@ def build_request(
     kinds = {
         SERVER: trace_pb2.Span.SPAN_KIND_SERVER,
         CLIENT: trace_pb2.Span.SPAN_KIND_CLIENT,
+        CONSUMER: trace_pb2.Span.SPAN_KIND_CONSUMER,
+        PRODUCER: trace_pb2.Span.SPAN_KIND_PRODUCER,
     }
     by_resource: dict[tuple[str, str], list[Any]] = {}
     for raw in runs:

@@ -2,8 +2,9 @@
 ``http.*``, ``url.*``, ``server.*``) of the runs the middleware and the client hooks make.
 
 A run says its role in ``extra["span_kind"]``: ``"server"`` (set by the server middleware on
-the request's run), ``"client"`` (set by the client hooks on an outgoing call's run). Every
-other run is ``INTERNAL``. ``extra["route"]`` is the matched route template, present only when
+the request's run), ``"client"`` (set by the client hooks on an outgoing call's run),
+``"consumer"``/``"producer"`` (a task or message handled or sent: the Celery hook's task runs).
+Every other run is ``INTERNAL``. ``extra["route"]`` is the matched route template, present only when
 the framework resolved one (``http.route`` must be low-cardinality, so a raw path never
 stands in for it).
 
@@ -21,7 +22,9 @@ from tracestitch.redact import redact_query
 
 __all__ = [
     "CLIENT",
+    "CONSUMER",
     "INTERNAL",
+    "PRODUCER",
     "SERVER",
     "http_attributes",
     "http_error_type",
@@ -31,6 +34,9 @@ __all__ = [
 SERVER = "server"
 CLIENT = "client"
 INTERNAL = "internal"
+CONSUMER = "consumer"
+PRODUCER = "producer"
+_ROLES = frozenset((SERVER, CLIENT, CONSUMER, PRODUCER))
 
 # The methods http.request.method may carry as they are; others become "_OTHER" (semconv).
 _KNOWN_METHODS = frozenset(
@@ -44,9 +50,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def span_role(run: Mapping[str, Any]) -> str:
-    """``"server"``, ``"client"`` or ``"internal"`` for a wire run."""
+    """``"server"``, ``"client"``, ``"consumer"``, ``"producer"`` or ``"internal"`` for a
+    wire run."""
     kind = _mapping(run.get("extra")).get("span_kind")
-    return kind if kind in (SERVER, CLIENT) else INTERNAL
+    return kind if kind in _ROLES else INTERNAL
 
 
 def _status(run: Mapping[str, Any]) -> int | None:
