@@ -193,7 +193,8 @@ def test_core_imports_only_stdlib_its_two_dependencies_and_core() -> None:
         path = SRC / f"{name.replace('.', '/')}.py"
         for imported in _imports(path):
             top = imported.split(".")[0]
-            # run_tree reaches langchain_core lazily, only when the caller uses LangChain.
+            # run_tree reaches langchain_core lazily, only when the caller uses LangChain;
+            # sampling hashes trace ids with xxhash, as the LangSmith SDKs do.
             if top in STDLIB or top in ("pydantic", "orjson", "xxhash", "langchain_core"):
                 continue
             assert top == "tracestitch", f"{name}.py imports {imported}"

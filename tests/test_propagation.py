@@ -169,7 +169,8 @@ def test_w3c_traceparent_parent_and_tracestate_pass_through() -> None:
     assert child.trace_id.hex == "4bf92f3577b34da6a3ce929d0e0e4736"
     out = child.to_headers()
     assert out["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-    assert out["tracestate"] == "vendor=abc"
+    # Ours in front (naming the child, for a tracestitch service past an OTel hop), theirs kept.
+    assert out["tracestate"] == f"tracestitch={child.id.hex[16:]},vendor=abc"
     # The downstream parent is the child; its parent's span id is the upstream span.
     assert f"{child.parent_run_id.int & (2**64 - 1):016x}" == "00f067aa0ba902b7"  # type: ignore[union-attr]
 
@@ -309,7 +310,29 @@ def test_tracestate_outside_the_w3c_grammar_is_dropped_and_counted(state: str) -
     assert remote is not None and remote.tracestate is None  # the parent itself is kept
     assert stats() == {"tracestate_invalid": 1}
     child = new_run("c", "chain", remote)
-    assert "tracestate" not in child.to_headers()
+    assert child.to_headers()["tracestate"] == f"tracestitch={child.id.hex[16:]}"  # ours only
+
+
+def test_our_tracestate_member_names_the_last_tracestitch_run_above_an_otel_hop() -> None:
+    above = RunTree("front")
+    ours = above.to_headers()["tracestate"]
+    # An OTel service passed the tracestate on, with its own span as the traceparent parent
+    # and a member of its own in front.
+    state = f"otel=1,{ours}"
+    remote = extract({"traceparent": TP, "tracestate": state})
+    assert remote is not None
+    assert remote.ancestor_span == above.id.hex[16:]
+    assert remote.tracestate == "otel=1"  # ours is rewritten on the way out, theirs kept
+    # Straight from a tracestitch caller (no hop between), there is no ancestor to record.
+    direct = above.to_headers()
+    remote = extract({"traceparent": direct["traceparent"], "tracestate": direct["tracestate"]})
+    assert remote is not None and remote.ancestor_span is None
+    # At most 32 members: the rightmost foreign one makes room for ours.
+    full = ",".join(f"k{i}=v" for i in range(32))
+    remote = extract({"traceparent": TP, "tracestate": full})
+    assert remote is not None
+    out = new_run("c", "chain", remote).to_headers()["tracestate"]
+    assert out.count(",") == 31 and out.startswith("tracestitch=") and "k31=v" not in out
 
 
 def test_tracestate_passes_through_without_its_optional_whitespace() -> None:
@@ -403,3 +426,17 @@ def test_header_values_repeated_as_bytes_are_parsed_once_but_counted_every_time(
         remote = extract(bad)
         assert remote is not None and remote.metadata is None and remote.tracestate is None
     assert stats() == {"metadata_invalid_json": 3, "tracestate_invalid": 3}
+
+
+def test_the_w3c_sampled_flag_is_followed_and_passed_on() -> None:
+    trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    unsampled = RunTree.from_headers({"traceparent": f"00-{trace}-{span}-00", "tracestate": "v=1"})
+    assert unsampled is not None and not unsampled.tracing_enabled
+    # Nothing to record, so only the W3C headers go on, as the caller sent them (an OTel
+    # service that records nothing passes its parent's context on unchanged).
+    assert unsampled.to_headers() == {"traceparent": f"00-{trace}-{span}-00", "tracestate": "v=1"}
+    sampled = RunTree.from_headers({"traceparent": f"00-{trace}-{span}-01"})
+    assert sampled is not None and sampled.tracing_enabled
+    # Other flag bits are not ours to read: only bit 0 says "sampled".
+    other = RunTree.from_headers({"traceparent": f"00-{trace}-{span}-02"})
+    assert other is not None and not other.tracing_enabled

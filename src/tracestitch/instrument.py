@@ -42,6 +42,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from tracestitch import ids
 from tracestitch._guard import report
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
@@ -132,6 +133,7 @@ def start_run(
     tags: Sequence[str] | None = None,
     project_name: str | None = None,
     kind: str | None = None,
+    new_id: tuple[ids.RunId, str, int] | None = None,
 ) -> RunTree | None:
     """A new run, started now and not yet handed to export (:func:`finish_run` does that), or
     ``None`` when nothing is recorded here (tracing off in this context, or a parent whose
@@ -143,6 +145,8 @@ def start_run(
     A run open for long is posted open meanwhile by the export worker (:mod:`.open_runs`).
     The arguments may be given in order (the request path of the built-in integrations does,
     to save the keyword matching); integrations are clearer with keywords.
+    ``new_id``: for a new trace, its root's id as :func:`tracestitch.ids.new_run_id` drew it
+    beforehand (to decide the trace's sampling by it, :mod:`tracestitch.sampling`).
     """
     try:
         config = _config.get()
@@ -160,7 +164,7 @@ def start_run(
                 return None
         else:
             parent = None
-        run = new_run(name, run_type, parent, inputs, metadata, tags, project_name)
+        run = new_run(name, run_type, parent, inputs, metadata, tags, project_name, new_id)
         if mode is LOCAL and run.exporter is None:
             run.exporter = LOCAL_ONLY  # and its children: they inherit it
         if kind is not None:

@@ -37,6 +37,7 @@ from tracestitch.run_values import (
     normalize_attachments,
     root_ids,
 )
+from tracestitch.sampling import is_sampled
 
 if TYPE_CHECKING:
     from tracestitch.schemas import Run
@@ -313,6 +314,12 @@ class RunTree(RunFields):
         if remote.address is not None and "project_name" not in inherit:
             run.address = remote.address
         run.tracestate = remote.tracestate
+        if remote.ancestor_span is not None:
+            # Read by the server middleware, which records it on the request's run
+            # (extra["w3c_ancestor"]) for the collector; the stand-in is never exported.
+            run.extra = {"w3c_ancestor": remote.ancestor_span}
+        if not remote.sampled:
+            run.tracing_enabled = False  # the caller said -00: record nothing, pass -00 on
         run.distributed_parent_id = remote.run_id
         return run
 
@@ -462,17 +469,32 @@ class RunTree(RunFields):
         *,
         trust: bool | Collection[str] = True,
         limits: Limits = DEFAULT_LIMITS,
+        sample_rate: float | None = None,
         **inherit: Any,
     ) -> RunTree | None:
         """The caller's run as told by incoming ``headers``, or ``None`` when they carry no
         (valid) trace: a stand-in, never exported (the caller exports the real one). Create
         the service's own run with ``parent.create_child(...)``. ``trust`` and ``limits`` as
         :func:`tracestitch.propagation.extract` takes them; ``inherit``: constructor arguments
-        for the stand-in."""
+        for the stand-in.
+
+        The stand-in is *unsampled* (``tracing_enabled`` is false: nothing is recorded under
+        it, and its headers pass only ``traceparent`` ``-00`` on) when an OpenTelemetry caller
+        sent ``-00``, or when the trace id falls outside ``sample_rate`` as the LangSmith SDKs
+        decide it (:func:`tracestitch.sampling.is_sampled`). A W3C caller's ``-01`` is followed
+        whatever the rate, as OpenTelemetry's parent-based sampler does."""
         remote = extract(headers, trust=trust, limits=limits)
         if remote is None:
             return None
-        return cls._from_remote(remote, **inherit)
+        run = cls._from_remote(remote, **inherit)
+        if (
+            sample_rate is not None
+            and sample_rate < 1.0
+            and not remote.from_w3c
+            and not is_sampled(remote.trace_id, sample_rate)
+        ):
+            run.tracing_enabled = False
+        return run
 
     @classmethod
     def from_dotted_order(cls, dotted_order: str, **inherit: Any) -> RunTree | None:

@@ -34,6 +34,7 @@ __all__ = [
     "parse_bool",
     "parse_compression",
     "parse_database_url",
+    "parse_rate",
     "parse_seconds",
     "parse_size",
     "parse_url",
@@ -147,6 +148,17 @@ def parse_compression(name: str, value: object) -> str:
     return text
 
 
+def parse_rate(name: str, value: object) -> float:
+    """A share between 0 and 1 (``0.1``: one in ten)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:
+        raise SettingError(f"{name}={value!r}: expected a number from 0 to 1, such as 0.1")
+    return number
+
+
 def _parse_text(name: str, value: object) -> str:
     text = str(value).strip()
     if not text.isprintable():
@@ -207,6 +219,8 @@ class Settings:
     post_open_after: float = 2.0
     compression: str = AUTO
     service_name: str | None = None
+    #: The share of traces kept (:mod:`tracestitch.sampling`); ``None``: all.
+    sampling_rate: float | None = None
     #: Settings given in the environment but not taken, as ``(variable, problem)``.
     problems: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -258,6 +272,14 @@ ENV_NAMES: dict[str, tuple[tuple[str, ...], Parser]] = {
     "post_open_after": (("TRACESTITCH_POST_OPEN_AFTER",), parse_seconds),
     "compression": (("TRACESTITCH_COMPRESSION",), parse_compression),
     "service_name": (("TRACESTITCH_SERVICE_NAME", "OTEL_SERVICE_NAME"), _parse_text),
+    "sampling_rate": (
+        (
+            "TRACESTITCH_TRACING_SAMPLING_RATE",
+            "LANGSMITH_TRACING_SAMPLING_RATE",
+            "LANGCHAIN_TRACING_SAMPLING_RATE",
+        ),
+        parse_rate,
+    ),
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -161,6 +162,27 @@ class CheckingSink:
 
 
 # ---------------------------------------------------------------------------------- results
+
+
+_W3C_PARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def _unsampled_caller(pairs: list[tuple[bytes, bytes]]) -> bool:
+    """Whether ``pairs`` hold a valid W3C parent with the sampled flag clear and no
+    ``langsmith-trace`` (which would win over it)."""
+    if any(name.lower() == b"langsmith-trace" for name, _ in pairs):
+        return False
+    for name, value in pairs:
+        if name.lower() != b"traceparent":
+            continue
+        m = _W3C_PARENT.fullmatch(value.decode("latin-1").strip())
+        if m is None:
+            continue
+        version, trace, span, flags, rest = m.groups()
+        valid = version != "ff" and not (version == "00" and rest)
+        if valid and int(trace, 16) and int(span, 16) and not int(flags, 16) & 1:
+            return True
+    return False
 
 
 @dataclass
@@ -554,6 +576,11 @@ class Harness:
         finally:
             self._current = None
         result.made = len(made)
+        if result.made == 0 and _unsampled_caller(pairs):
+            # An OpenTelemetry caller said -00 (and no langsmith-trace overrides it): no runs is
+            # the promise. Whether a server hands a repeated header over as one (ASGI, aiohttp)
+            # or joins the copies (WSGI) decides whether it is believed, so both counts are right.
+            result.expected = 0
         if got.key() != expected.key():
             result.changed = f"{expected.key()!r} -> {got.key()!r}"
         if got.error is not None and got.error != expected.error:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,23 @@ def clean_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
     env.update(settings)
     return env
+
+
+@contextmanager
+def service_process(argv: list[str], env: dict[str, str]) -> Iterator[str]:
+    """A peer's service as a subprocess that prints ``listening on URL`` once bound; yields
+    that URL and terminates it on exit."""
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the server is bound
+        assert line.startswith("listening on "), line + (proc.stdout.read() or "")
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class Collector(CollectorProcess):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from interop_helpers import API_KEY, Collector
+from interop_helpers import API_KEY, Collector, service_process
 from node_peer import SCRIPTS, node_env
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -112,21 +112,8 @@ def _node_service(js_sdk: Path, collector: Collector, downstream: str) -> Iterat
         LANGSMITH_API_KEY=API_KEY,
         DOWNSTREAM_URL=downstream,
     )
-    proc = subprocess.Popen(
-        ["node", str(SCRIPTS / "service.js")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed once the server is bound
-        assert line.startswith("listening on "), line + (proc.stdout.read() or "")
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with service_process(["node", str(SCRIPTS / "service.js")], env) as url:
+        yield url
 
 
 def _children(runs: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:

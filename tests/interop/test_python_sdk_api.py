@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import langsmith
 import pytest
 from interop_helpers import API_KEY, Collector
 from langsmith import schemas as ls_schemas
 from langsmith import traceable
 from langsmith import utils as ls_utils
+
+from tracestitch.collector.projects import project_id
 
 PROJECT = "sdk-api"
 # list_runs/read_run are deprecated for LangSmith's new API (which this collector does not serve)
@@ -185,3 +188,38 @@ def test_what_is_not_implemented_fails_at_once(
         assert _calls(collector, key) == 1, (key, collector.requests())
         # No backoff happened (the SDK's first retry waits at least a second).
         assert time.monotonic() - started < 5, key
+
+
+def test_feedback_parts_the_sdk_sends_to_a_newer_server_are_stored(collector: Collector) -> None:
+    # Against a server reporting 0.8.10 or later, the SDK sends feedback that extends the
+    # trace's retention as a feedback.{id} part of /runs/multipart, beside the runs. Our /info
+    # says tracestitch's own version, so the SDK is told the newer one here to take that path.
+    info = httpx.get(collector.url + "/info").json()
+    info["version"] = "0.8.10"
+    sdk = langsmith.Client(api_url=collector.url, api_key=API_KEY, info=info)
+    try:
+        run_id = uuid.uuid4()
+        sdk.create_run(
+            "rated",
+            {"q": 1},
+            "chain",
+            id=run_id,
+            trace_id=run_id,
+            dotted_order=f"20260101T000000000000Z{run_id}",
+            project_name="fb",
+        )
+        fb = sdk.create_feedback(
+            run_id,
+            "kept",
+            score=1,
+            trace_id=run_id,
+            extend_trace_retention=True,
+            session_id=project_id("fb"),
+        )
+        sdk.flush()
+    finally:
+        sdk.cleanup()
+    assert _calls(collector, "POST /feedback 200") == 0  # it did take the multipart path
+    assert _calls(collector, "POST /runs/multipart 200") >= 1
+    (stored,) = collector.get("/feedback", run=str(run_id))
+    assert stored["id"] == str(fb.id) and stored["key"] == "kept" and stored["score"] == 1

@@ -4,14 +4,13 @@ so the collector files the SDK's runs under the SDK service, not under the calle
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from interop_helpers import API_KEY, Collector, clean_env
+from interop_helpers import API_KEY, Collector, clean_env, service_process
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -34,21 +33,8 @@ def _sdk_service(collector: Collector) -> Iterator[str]:
         LANGSMITH_API_KEY=API_KEY,
         LANGSMITH_PROJECT="sdk-proj",
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "sdk_service.py")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed once the socket is bound
-        assert line.startswith("listening on "), line + (proc.stdout.read() or "")
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with service_process([sys.executable, str(HERE / "sdk_service.py")], env) as url:
+        yield url
 
 
 def _tracestitch_service() -> Starlette:

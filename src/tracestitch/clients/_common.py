@@ -200,9 +200,13 @@ class ClientTracer:
         query: str,
         headers: MutableMapping[str, Any],
     ) -> RunTree | None:
-        if not tracing_on():
-            return None
         if parent is not None and not parent.tracing_enabled:
+            # A sampled-out trace: no run, but the next service must hear that it is one
+            # (traceparent -00), or it would start a trace of its own.
+            if self.policy.allows(scheme, host, port, path, query):
+                inject(parent, headers)
+            return None
+        if not tracing_on():
             return None
         run: RunTree | None = None
         if self._create:

@@ -158,6 +158,8 @@ def render_trace(trace: dict[str, Any], *, color: bool = False, detail: bool = F
             parts.append(f"{run['total_tokens']} tok")
         if run.get("orphan"):
             parts.append(_paint("(orphan: parent never arrived)", _YELLOW, color))
+        if run.get("parent_outside"):
+            parts.append(_paint("(parent outside tracestitch)", _YELLOW, color))
         if run.get("skew_us"):
             skew = _ms(run["skew_us"] / 1000)
             parts.append(_paint(f"(starts {skew} before its parent: clock skew)", _YELLOW, color))

@@ -58,6 +58,19 @@ def _otel_parent_span(view: dict[str, Any]) -> str | None:
     return parent if isinstance(parent, str) else None
 
 
+def _w3c_ancestor(view: dict[str, Any]) -> str | None:
+    ancestor = view["extra"].get("w3c_ancestor")
+    return ancestor if isinstance(ancestor, str) else None
+
+
+def _parent_is_a_span(view: dict[str, Any], parent: str) -> bool:
+    """Whether ``parent`` is the stand-in a service made for a W3C parent span (an OTel span):
+    ``ids.uuid_from_w3c`` keeps the trace id's high 64 bits, which no run of the trace but its
+    root shares."""
+    trace_id = view.get("trace_id")
+    return isinstance(trace_id, str) and parent[:18] == trace_id[:18] and parent != trace_id
+
+
 def run_view(run: dict[str, Any], usage: Usage | None = None) -> dict[str, Any]:
     """A merged wire run as a LangSmith ``Run`` dict plus the viewer's extras.
 
@@ -113,9 +126,12 @@ def build_trace(
     """The ``GET /api/traces/{id}`` document: summary, root ids and every run in tree order.
 
     A run whose parent is not in the trace is a root flagged ``orphan`` (an OTLP span whose
-    parent span is a run of the trace is linked to it, whichever arrived first); a run that starts
-    before its parent (clock skew between machines) keeps its place and gets ``skew_us``, the
-    microseconds by which it precedes the parent.
+    parent span is a run of the trace is linked to it, whichever arrived first), unless that
+    parent is a span of a service outside tracestitch (OpenTelemetry): then it is flagged
+    ``parent_outside``, and placed under the tracestitch run that called that service when the
+    ``traceparent`` chain names it (``extra.w3c_ancestor``), else shown as a root. A run that
+    starts before its parent (clock skew between machines) keeps its place and gets
+    ``skew_us``, the microseconds by which it precedes the parent.
     """
     usages = [usage_from_wire(run) for run in runs]
     views = [run_view(run, usage) for run, usage in zip(runs, usages, strict=True)]
@@ -129,7 +145,14 @@ def build_trace(
         if span_parent and parent not in by_id and span_parent in by_span:
             # An OTLP span that arrived before the run it is the child of: link it by span id.
             parent = view["parent_run_id"] = by_span[span_parent]
-        view["orphan"] = bool(parent) and parent not in by_id
+        view["parent_outside"] = False
+        if parent and parent not in by_id and _parent_is_a_span(view, parent):
+            view["parent_outside"] = True
+            ancestor = _w3c_ancestor(view)
+            # Attached only when certain: the ancestor is a run of this very trace.
+            if ancestor is not None and ancestor in by_span:
+                parent = by_span[ancestor]
+        view["orphan"] = bool(parent) and parent not in by_id and not view["parent_outside"]
         view["skew_us"] = None
         if parent and parent in by_id and parent != view["id"]:
             children[parent].append(view["id"])
@@ -172,6 +195,7 @@ def build_trace(
             "services": services,
             "run_count": len(views),
             "orphan_count": sum(1 for v in views if v["orphan"]),
+            "parent_outside_count": sum(1 for v in views if v["parent_outside"]),
             "skewed_count": sum(1 for v in views if v["skew_us"]),
         },
         "root_run_ids": roots,

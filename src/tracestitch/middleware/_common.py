@@ -15,10 +15,10 @@ The options live in :mod:`._options`, what of a request is recorded (and redacte
 from __future__ import annotations
 
 import enum
-import random
 from http import HTTPStatus
 from typing import Any
 
+from tracestitch import ids
 from tracestitch.instrument import remote_parent, start_run, tracing_on
 from tracestitch.middleware._options import (
     MiddlewareOptions,
@@ -39,6 +39,7 @@ from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS
 from tracestitch.middleware._recording import readable as readable  # re-export
 from tracestitch.propagation.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
 from tracestitch.run_tree import RunTree
+from tracestitch.sampling import default_rate, is_sampled
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -47,6 +48,7 @@ __all__ = [
     "SENSITIVE_QUERY_KEYS",
     "UNTRACED",
     "MiddlewareOptions",
+    "NewRoot",
     "Outcome",
     "PathMatcher",
     "ServerTracer",
@@ -89,10 +91,30 @@ class Untraced:
         self.parent = parent
 
 
-#: Excluded paths and methods, and new traces sampled out.
+#: Excluded paths and methods.
 UNTRACED = Untraced(None)
 
-_random = random.random
+
+class NewRoot:
+    """A new root whose id was drawn first, to decide its sampling by it (the trace id is
+    what every service of the trace hashes)."""
+
+    __slots__ = ("made",)
+
+    def __init__(self, made: tuple[ids.RunId, str, int]) -> None:
+        self.made = made
+
+
+def unsampled(parent: RunTree) -> Untraced:
+    """A request sampled out under ``parent`` (a stand-in whose ``tracing_enabled`` is false):
+    it records nothing, and its outgoing calls pass ``traceparent`` ``-00`` on, so the next
+    services record nothing of the trace either."""
+    return Untraced(parent)
+
+
+def unsampled_root(made: tuple[ids.RunId, str, int]) -> Untraced:
+    """A new trace sampled out here, under a stand-in with the id it would have had."""
+    return unsampled(RunTree("unsampled", id=made[0], tracing_enabled=False))
 
 
 class ServerTracer:
@@ -136,7 +158,8 @@ class ServerTracer:
         self._exclude = matcher if matcher else None
         self._skip_methods = frozenset(m.upper() for m in options.exclude_methods)
         self._new_roots = options.start_new_trace
-        self._sample_rate = options.sample_rate
+        rate = default_rate() if options.sample_rate is None else options.sample_rate
+        self._sample_rate: float | None = None if rate is None or rate >= 1.0 else rate
         self._trust = options.trust_incoming
         self._limits = options.limits
         self.recorder = RequestRecorder(options.record_headers, options.redact_query_params)
@@ -170,26 +193,34 @@ class ServerTracer:
         # A header links runs; it cannot switch tracing on where the host switched it off.
         return None if tracing_on() else Outcome.PASS
 
-    def parent(self, carrier: Any, has_trace: bool = True) -> RunTree | Outcome:
-        """The caller's run (a never-exported stand-in) to start under, or an :class:`Outcome`.
+    def parent(
+        self, carrier: Any, has_trace: bool = True
+    ) -> RunTree | Outcome | Untraced | NewRoot:
+        """The caller's run (a never-exported stand-in) to start under, a new root
+        (``Outcome.NEW_ROOT``, or a :class:`NewRoot` when its id decided its sampling), an
+        :class:`Untraced` (sampled out, by the caller's W3C flag or by the trace id's hash as
+        the LangSmith SDKs decide it), or ``Outcome.PASS``.
 
         ``has_trace=False`` tells that the adapter's own header scan found neither
         ``langsmith-trace`` nor ``traceparent``, so there is nothing to parse.
         """
+        rate = self._sample_rate
         if has_trace:
-            parent = remote_parent(carrier, trust=self._trust, limits=self._limits)
+            parent = remote_parent(
+                carrier, trust=self._trust, limits=self._limits, sample_rate=rate
+            )
             if parent is not None:
-                return parent
+                return parent if parent.tracing_enabled else unsampled(parent)
         if not self._new_roots:
             return Outcome.PASS
-        rate = self._sample_rate
-        if rate < 1.0 and _random() >= rate:
-            return Outcome.DISABLED
-        return Outcome.NEW_ROOT
+        if rate is None:
+            return Outcome.NEW_ROOT
+        made = ids.new_run_id()
+        return NewRoot(made) if is_sampled(made[1], rate) else unsampled_root(made)
 
     def decide(
         self, method: str, path: str, carrier: Any, has_trace: bool
-    ) -> RunTree | Outcome | Untraced | None:
+    ) -> RunTree | Outcome | Untraced | NewRoot | None:
         """:meth:`admit` then :meth:`parent`, as every adapter needs them: ``None`` (pass the
         request through untouched), an :class:`Untraced` (run it with tracing disabled), or
         the parent to :meth:`start` the request's run under (the caller's run or
@@ -206,7 +237,7 @@ class ServerTracer:
 
     def start(
         self,
-        parent: RunTree | Outcome,
+        parent: RunTree | Outcome | NewRoot,
         method: str,
         path: str,
         query: str,
@@ -240,9 +271,16 @@ class ServerTracer:
             self._tags,
             self._project,
             "server",  # its role, for exporters that have span kinds (OTLP: SERVER)
+            parent.made if type(parent) is NewRoot else None,
         )
         if run is None:  # decide() saw tracing on in this very context: cannot happen
             raise RuntimeError("tracing switched off between decide() and start()")
+        if isinstance(parent, RunTree) and parent.extra:
+            # An OpenTelemetry hop between the caller's tracestitch run and this one: which
+            # run it was (the collector places this run under it).
+            ancestor = parent.extra.get("w3c_ancestor")
+            if ancestor is not None:
+                run.extra["w3c_ancestor"] = ancestor
         return run
 
     def status_error(self, status: int) -> str:

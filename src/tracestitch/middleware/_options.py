@@ -28,9 +28,13 @@ class MiddlewareOptions:
 
     ``start_new_trace``: trace requests that arrive without a parent header as new roots
     (off: such requests pass through untouched, and the app's own runs become roots).
-    ``sample_rate``: the share of those new roots that are traced; a sampled-out request makes
-    no runs and propagates nothing (the app runs with tracing disabled). Requests with a parent
-    always follow the caller's decision.
+    ``sample_rate``: the share of traces recorded, decided from the trace id as the LangSmith
+    SDKs decide it (:mod:`tracestitch.sampling`), so services with the same rate keep or drop
+    a trace together; default: the environment's ``TRACESTITCH_TRACING_SAMPLING_RATE`` /
+    ``LANGSMITH_TRACING_SAMPLING_RATE``, else all. It applies to new roots and to callers that
+    send ``langsmith-trace``; an OpenTelemetry caller's W3C sampled flag is followed as it is.
+    A sampled-out request makes no runs, and its outgoing calls carry only a ``traceparent``
+    with the sampled flag ``00``, so the services after it record nothing of it either.
 
     ``trust_incoming`` is passed to :func:`tracestitch.propagation.extract` as ``trust``: what
     the caller's ``baggage`` may set here (``True``, ``False``, or a subset of
@@ -52,7 +56,7 @@ class MiddlewareOptions:
     exclude: Sequence[str | re.Pattern[str]] = ()
     exclude_methods: Collection[str] = ("OPTIONS", "HEAD")
     start_new_trace: bool = True
-    sample_rate: float = 1.0
+    sample_rate: float | None = None
     # Replicas are left out by default: they would let any caller make this service write a
     # copy of every run, with its own credentials, into projects the caller names.
     trust_incoming: bool | Collection[str] = frozenset(("metadata", "tags", "project"))
@@ -65,7 +69,7 @@ class MiddlewareOptions:
 
     def __post_init__(self) -> None:
         # Configuration errors surface when the app is built, not on its first request.
-        if not 0.0 <= self.sample_rate <= 1.0:
+        if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be within [0, 1], got {self.sample_rate!r}")
         if isinstance(self.exclude, str) or isinstance(self.record_headers, str):
             raise TypeError("exclude and record_headers take a list of strings, not a string")

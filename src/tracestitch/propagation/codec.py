@@ -36,7 +36,13 @@ from tracestitch.propagation.headers import (
 )
 from tracestitch.propagation.model import DEFAULT_LIMITS, Limits, RemoteParent
 from tracestitch.propagation.stats import reject
-from tracestitch.propagation.w3c import parse_traceparent, parse_tracestate
+from tracestitch.propagation.w3c import (
+    TRACESTATE_KEY,
+    parse_traceparent,
+    parse_tracestate,
+    split_tracestate,
+    with_our_member,
+)
 
 if TYPE_CHECKING:
     from tracestitch.run_fields import RunFields
@@ -89,7 +95,13 @@ def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> Rem
         return None
     state = single(found, TRACESTATE, limits.max_tracestate_bytes)
     if state:
-        parent.tracestate = parse_tracestate(state)
+        valid = parse_tracestate(state)
+        if valid is not None and TRACESTATE_KEY in valid:  # ours: a tracestitch run upstream
+            ancestor, parent.tracestate = split_tracestate(valid)
+            if ancestor is not None and parent.from_w3c and ancestor != parent.run_id.hex[16:]:
+                parent.ancestor_span = ancestor
+        else:
+            parent.tracestate = valid
     if trust is not False and BAGGAGE in found and not apply_baggage(parent, found, trust, limits):
         return None
     return parent
@@ -120,17 +132,25 @@ def inject(
 ) -> MutableMapping[str, Any]:
     """Write ``run``'s trace headers into ``headers`` (a new dict when ``None``); return it.
 
-    Writes ``langsmith-trace``, ``traceparent`` (and ``tracestate`` passed through from an
-    OpenTelemetry caller), and ``baggage``: our members replace earlier ones of the same key,
-    every foreign member already present is kept.
+    Writes ``langsmith-trace``, ``traceparent``, ``tracestate`` (our member, naming this run's
+    span, in front of the members an OpenTelemetry caller sent), and ``baggage``: our members
+    replace earlier ones of the same key, every foreign member already present is kept. For a
+    run not being recorded (``tracing_enabled`` false: a sampled-out trace), only
+    ``traceparent`` with the sampled flag ``00`` (and ``tracestate``), so the next service
+    records nothing either.
     """
     if headers is None:
         headers = {}
     shape = shape_of(headers)
+    span = ids.span_id_from_run_id(run.id)
+    if not run.tracing_enabled:
+        shape.set(headers, TRACEPARENT, f"00-{run.trace_id.hex}-{span}-00")
+        if run.tracestate:
+            shape.set(headers, TRACESTATE, run.tracestate)
+        return headers
     shape.set(headers, LANGSMITH_TRACE, run.dotted_order)
-    shape.set(headers, TRACEPARENT, f"00-{run.trace_id.hex}-{ids.span_id_from_run_id(run.id)}-01")
-    if run.tracestate:
-        shape.set(headers, TRACESTATE, run.tracestate)
+    shape.set(headers, TRACEPARENT, f"00-{run.trace_id.hex}-{span}-01")
+    shape.set(headers, TRACESTATE, with_our_member(span, run.tracestate))
     ours = encode_baggage(run, limits)
     existing = [t for t in (header_text(v) for v in shape.get(headers, BAGGAGE)) if t]
     if existing:

@@ -55,6 +55,9 @@ class RemoteParent:
     replicas: list[dict[str, Any]] | None = None
     tracestate: str | None = None
     from_w3c: bool = False
+    #: From our ``tracestate`` member, when the W3C parent is not a tracestitch run (an OTel
+    #: hop sits between): the span id of the last tracestitch run above that hop.
+    ancestor_span: str | None = None
     #: The W3C sampled flag of an OpenTelemetry caller: ``False`` (``-00``) means the caller
     #: records nothing of this request, so neither does this service (nor, told by the
     #: ``-00`` it passes on, the next one).

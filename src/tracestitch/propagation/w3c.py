@@ -52,6 +52,33 @@ def parse_traceparent(text: str) -> tuple[str, str, bool] | None:
     return trace_hex, span_hex, bool(int(flags, 16) & 1)
 
 
+#: Our ``tracestate`` member: the span id of the last tracestitch run a request passed through.
+#: OpenTelemetry services pass ``tracestate`` on unchanged, so a tracestitch service below an
+#: OTel hop learns which of the trace's runs the hop was called from (the collector attaches
+#: its runs there instead of leaving them orphans).
+TRACESTATE_KEY = "tracestitch"
+_OUR_MEMBER_RE = re.compile(r"(?:^|,)tracestitch=([0-9a-f]{16})(?=,|$)")
+
+
+def split_tracestate(state: str) -> tuple[str | None, str | None]:
+    """``(our member's span id, the other members)`` of a valid tracestate holding ours."""
+    m = _OUR_MEMBER_RE.search(state)
+    span = m.group(1) if m else None
+    rest = ",".join(p for p in state.split(",") if not p.startswith("tracestitch="))
+    return span, rest or None
+
+
+def with_our_member(span_hex: str, foreign: str | None) -> str:
+    """A tracestate with our member first (the W3C rule for an updated member) and at most
+    32 members, the rightmost foreign one dropped to make room."""
+    ours = f"{TRACESTATE_KEY}={span_hex}"
+    if not foreign:
+        return ours
+    if foreign.count(",") >= _MAX_TRACESTATE_MEMBERS - 1:
+        foreign = foreign.rsplit(",", 1)[0]
+    return f"{ours},{foreign}"
+
+
 def parse_tracestate(text: str) -> str | None:
     """``text`` as a valid tracestate (empty members and the optional spaces around commas
     dropped), or ``None`` (counted) when any part of it is outside the grammar."""

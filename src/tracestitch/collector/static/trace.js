@@ -60,6 +60,7 @@
     if (s.total_tokens != null) facts.append(el("span", { text: `tokens ${s.total_tokens} (${s.prompt_tokens ?? 0} in / ${s.completion_tokens ?? 0} out)` }));
     if (s.total_cost != null) facts.append(el("span", { text: `cost $${Number(s.total_cost).toFixed(4)}` }));
     if (s.orphan_count) facts.append(el("span", { class: "flag flag-orphan", text: `${s.orphan_count} orphan run(s)` }));
+    if (s.parent_outside_count) facts.append(el("span", { class: "flag flag-outside", text: `${s.parent_outside_count} run(s) with a parent outside tracestitch` }));
     if (s.skewed_count) facts.append(el("span", { class: "flag flag-skew", text: `${s.skewed_count} run(s) before their parent (clock skew)` }));
     document.getElementById("summary").replaceChildren(
       el("h1", { text: s.name || "(root run missing)" }),
@@ -103,6 +104,7 @@
     if (run.status === "error") label.append(el("span", { class: "flag flag-error", text: "error" }));
     if (isOpen(run)) label.append(el("span", { class: "flag flag-running", text: "running" }));
     if (run.orphan) label.append(el("span", { class: "flag flag-orphan", text: "orphan", title: "its parent run never arrived" }));
+    if (run.parent_outside) label.append(el("span", { class: "flag flag-outside", text: "parent outside tracestitch", title: "called through a service tracestitch does not see (OpenTelemetry)" }));
     if (run.skew_us) label.append(el("span", { class: "flag flag-skew", text: `skew −${ms(run.skew_us / 1000)}`, title: "starts before its parent: the machines' clocks disagree" }));
 
     const bar = el("div", { class: `bar status-${run.status}` });
@@ -301,6 +303,7 @@
         el("span", { class: "muted", text: run.run_type || "" })));
     const parts = [head];
     if (run.orphan) parts.push(el("p", { class: "flag flag-orphan", text: "Orphan: this run's parent never arrived at the collector." }));
+    if (run.parent_outside) parts.push(el("p", { class: "flag flag-outside", text: "Parent outside tracestitch: this run was called through a service tracestitch does not see (an OpenTelemetry span)." }));
     if (run.skew_us) parts.push(el("p", { class: "flag flag-skew", text: `Starts ${ms(run.skew_us / 1000)} before its parent: the two machines' clocks disagree.` }));
     if (run.partial) parts.push(el("p", { class: "flag", text: "Only this run's update (patch) has arrived so far." }));
     if (run.error) parts.push(section("Error", el("pre", { class: "error-text", text: run.error })));
