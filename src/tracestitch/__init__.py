@@ -26,7 +26,7 @@ from tracestitch.run_tree import (
     is_run_tree,  # noqa: F401
     is_runnable_config_like,  # noqa: F401
 )
-from tracestitch.tracing import trace, traceable
+from tracestitch.tracing import continue_trace, trace, traceable
 from tracestitch.version import __version__
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ __all__ = [
     "__version__",
     "configure",
     "contextual",
+    "continue_trace",
     "extract",
     "get_current_run_tree",
     "get_exporter",

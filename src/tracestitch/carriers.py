@@ -4,7 +4,8 @@ One :class:`Shape` per kind of carrier, each with a getter, a setter and a reade
 headers at once, used by extraction (:func:`tracestitch.propagation.extract`), injection
 (:func:`tracestitch.propagation.inject`) and the middleware's recording of request headers:
 
-- :data:`PAIRS`: a list of ``(name, value)`` pairs, bytes or text (ASGI ``scope["headers"]``);
+- :data:`PAIRS`: a list of ``(name, value)`` pairs, bytes or text (ASGI ``scope["headers"]``,
+  Kafka's message headers: text names, bytes values);
 - :data:`ENVIRON`: a WSGI environ (``HTTP_LANGSMITH_TRACE``, ``CONTENT_TYPE``);
 - :data:`MULTIDICT`: a case-insensitive header object with several values a name (aiohttp's
   ``CIMultiDict``, httpx's and starlette's ``Headers``, werkzeug's ``Headers``);
@@ -93,10 +94,15 @@ def _pairs_get(pairs: Iterable[Any], name: str) -> list[Any]:
 
 
 def _pairs_set(pairs: list[Any], name: str, value: str) -> None:
-    as_text = bool(pairs) and isinstance(pairs[0][0], str)
+    # Names and values each as the list's first pair has them: (bytes, bytes) in ASGI and in an
+    # empty list, (str, bytes) in Kafka's and NATS' message headers, (str, str) elsewhere.
+    text_name = bool(pairs) and isinstance(pairs[0][0], str)
+    text_value = bool(pairs) and isinstance(pairs[0][1], str)
     keys = (name, name.encode("latin-1"))
     pairs[:] = [p for p in pairs if not isinstance(p[0], (str, bytes)) or p[0].lower() not in keys]
-    pairs.append((name, value) if as_text else (keys[1], value.encode("latin-1")))
+    pairs.append(
+        (keys[0] if text_name else keys[1], value if text_value else value.encode("latin-1"))
+    )
 
 
 PAIRS = Shape("pairs", _pairs_get, _pairs_set, collect_pairs)

@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
-from tracestitch.instrument import CURRENT, attach, detach, finish_run, report, start_run
+from tracestitch.instrument import (
+    CURRENT,
+    Parent,
+    attach,
+    detach,
+    finish_run,
+    remote_parent,
+    report,
+    start_run,
+)
 from tracestitch.run_tree import RunTree
 
-__all__ = ["MAX_GENERATOR_ITEMS", "trace", "traceable"]
+__all__ = ["MAX_GENERATOR_ITEMS", "continue_trace", "trace", "traceable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Yielded items kept as a generator run's output; the count is always recorded.
@@ -290,7 +299,7 @@ class trace:
     tracing is off the block still runs and ``run`` is ``None``.
     """
 
-    __slots__ = ("_args", "_parent", "_run", "_token")
+    __slots__ = ("_args", "_kind", "_parent", "_run", "_token")
 
     def __init__(
         self,
@@ -304,7 +313,10 @@ class trace:
         parent: RunTree | None = None,
     ) -> None:
         self._args = (name, run_type, dict(inputs or {}), metadata, tags, project_name)
-        self._parent = parent
+        self._parent: RunTree | Literal[Parent.CURRENT] | None = (
+            CURRENT if parent is None else parent
+        )
+        self._kind: str | None = None
         self._run: RunTree | None = None
         self._token: Any = None
 
@@ -313,11 +325,12 @@ class trace:
         self._run = start_run(
             name,
             run_type,
-            parent=CURRENT if self._parent is None else self._parent,
+            parent=self._parent,
             inputs=inputs,
             metadata=metadata,
             tags=tags,
             project_name=project_name,
+            kind=self._kind,
         )
         if self._run is not None:
             self._token = attach(self._run)
@@ -348,3 +361,55 @@ class trace:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+class continue_trace(trace):
+    """A run around a block that continues the trace carried by ``headers``: one call for a
+    message consumer (Kafka, NATS, SQS, Redis streams, ...)::
+
+        for message in consumer:
+            with continue_trace(message.headers, name="orders.process") as run:
+                process(message.value)
+
+    ``headers`` are the message's, in any shape: a mapping (``str`` or ``bytes`` keys), or a
+    list of ``(name, value)`` pairs with ``str`` or ``bytes`` values, as Kafka and NATS clients
+    give them. The run is a child of the producer's run; when they carry no trace, or one not
+    to be believed (malformed, hostile: counted in :mod:`tracestitch.propagation`'s stats),
+    it starts a new trace, never an exception. ``trust`` says what the producer's baggage may
+    set here, as :func:`tracestitch.propagation.extract` takes it. Otherwise as :class:`trace`:
+    the run is current inside the block, ends with the exception that leaves it (re-raised
+    unchanged), and is ``None`` when tracing is off. Its role is ``kind`` (``"consumer"``:
+    a CONSUMER span in OTLP).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        headers: Any,
+        name: str,
+        run_type: str = "chain",
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        project_name: str | None = None,
+        trust: bool | Collection[str] = True,
+        kind: str | None = "consumer",
+    ) -> None:
+        super().__init__(
+            name,
+            run_type,
+            inputs=inputs,
+            metadata=metadata,
+            tags=tags,
+            project_name=project_name,
+        )
+        # None (no trace, or a rejected one) is a new root, not the run current here.
+        try:
+            # A message with no headers at all: Kafka and NATS clients give None.
+            self._parent = None if headers is None else remote_parent(headers, trust=trust)
+        except Exception as exc:  # the consumer runs on, in a new trace
+            report("tracing.continue_trace", exc)
+            self._parent = None
+        self._kind = kind

@@ -18,7 +18,7 @@ The parts live next door: each shape read and written in :mod:`tracestitch.carri
 from __future__ import annotations
 
 from collections.abc import Collection, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tracestitch import ids
 from tracestitch._guard import report
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from tracestitch.run_fields import RunFields
 
 __all__ = ["extract", "inject"]
+
+#: A carrier inject writes into: a mapping, or a list of (name, value) pairs.
+H = TypeVar("H", MutableMapping[str, Any], list[Any])
 
 
 def extract(
@@ -124,13 +127,25 @@ def _from_traceparent(found: dict[str, list[Any]]) -> RemoteParent | None:
     return RemoteParent(order, trace_id, span_id, trace_id, now, from_w3c=True, sampled=sampled)
 
 
+@overload
+def inject(run: RunFields, headers: None = None, *, limits: Limits = ...) -> dict[str, Any]: ...
+
+
+@overload
+def inject(run: RunFields, headers: H, *, limits: Limits = ...) -> H: ...
+
+
 def inject(
     run: RunFields,
-    headers: MutableMapping[str, Any] | None = None,
+    headers: MutableMapping[str, Any] | list[Any] | None = None,
     *,
     limits: Limits = DEFAULT_LIMITS,
-) -> MutableMapping[str, Any]:
+) -> MutableMapping[str, Any] | list[Any]:
     """Write ``run``'s trace headers into ``headers`` (a new dict when ``None``); return it.
+
+    ``headers`` may be a mapping or a list of ``(name, value)`` pairs (a message's headers, as
+    Kafka takes them); a list gets names and values of the types its first pair has (``bytes``
+    both when it is empty).
 
     Writes ``langsmith-trace``, ``traceparent``, ``tracestate`` (our member, naming this run's
     span, in front of the members an OpenTelemetry caller sent), and ``baggage``: our members
