@@ -237,3 +237,22 @@ def test_a_failing_exporter_never_breaks_the_call(echo_url: str) -> None:
         set_strict(previous)
     assert response.status_code == 200
     assert "langsmith-trace" in trace_headers(response.json())
+
+
+def test_a_client_run_records_the_callee_address() -> None:
+    """Not the caller's own ``server.address``, which its request run would pass down."""
+    import httpx
+
+    from tracestitch import trace, tracing_context
+    from tracestitch.clients.httpx import TracingTransport
+    from tracestitch.testing import capture_runs
+
+    client = httpx.Client(
+        transport=TracingTransport(httpx.MockTransport(lambda r: httpx.Response(204)))
+    )
+    caller = tracing_context(metadata={"server.address": "127.0.0.1:9000"})
+    with capture_runs() as runs, caller, trace("handler"):
+        client.get("http://inventory.internal:8001/stock/42")
+    call = runs.one("GET inventory.internal:8001/stock/{id}")
+    assert call.extra["metadata"]["server.address"] == "inventory.internal:8001"
+    assert runs.one("handler").extra["metadata"]["server.address"] == "127.0.0.1:9000"

@@ -179,7 +179,11 @@ def realistic_trace() -> list[dict[str, Any]]:
         inputs={"message": "Can I return a keyboard I bought three weeks ago?"},
         outputs={"status_code": 502},
         error="HTTP 502 Bad Gateway",
-        extra={"metadata": {"service": "gateway", "http.route": "/chat", "user": "u-1842"}},
+        extra={
+            "metadata": {"service": "gateway", "http.route": "/chat", "user": "u-1842"},
+            "route": "/chat",
+            "span_kind": "server",
+        },
         tags=["beta"],
     )
     retrieve = make_run(

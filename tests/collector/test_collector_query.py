@@ -171,3 +171,23 @@ def test_viewer_pages_and_security_headers(server: ServerThread) -> None:
     page = httpx.get(server.url + "/").text
     assert "http://" not in page
     assert "https://" not in page
+
+
+def test_no_service_is_none_and_list_parameters_are_checked(open_server: ServerThread) -> None:
+    """A run that names no service (a plain @traceable, the LangSmith SDK) has none: its
+    project is not shown as one. Bad list parameters are refused with the reason."""
+    run = make_run("plain traceable", project="notebooks")
+    assert httpx.post(open_server.url + "/runs", json=wire(run)).status_code == 200
+    listed = httpx.get(open_server.url + "/api/traces").json()["traces"][0]
+    assert listed["services"] == []
+    assert listed["project"] == "notebooks"
+    trace = httpx.get(open_server.url + f"/api/traces/{run['id']}").json()
+    assert trace["runs"][0]["service"] is None
+    for query, reason in (
+        ("sort=size", "sort: expected one of"),
+        ("order=up", "order: expected asc or desc"),
+        ("metadata=user", "metadata: expected key=value"),
+    ):
+        answer = httpx.get(open_server.url + f"/api/traces?{query}")
+        assert answer.status_code == 422
+        assert reason in answer.json()["detail"]

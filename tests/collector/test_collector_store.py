@@ -109,7 +109,9 @@ def test_postgres_schema_is_versioned_and_reopens(pg_url: str) -> None:
 
 def test_run_service_rule() -> None:
     assert run_service({"extra": {"metadata": {"service": "api"}}, "session_name": "p"}) == "api"
-    assert run_service({"extra": {"metadata": {"service": 3}}, "session_name": "p"}) == "p"
+    # No service named: none, not the project (a plain @traceable or LangSmith SDK run).
+    assert run_service({"extra": {"metadata": {"service": 3}}, "session_name": "p"}) is None
+    assert run_service({"extra": {"metadata": {}}, "session_name": "p"}) is None
     assert run_service({"extra": None}) is None
 
 

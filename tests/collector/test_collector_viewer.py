@@ -52,6 +52,7 @@ def _browser_page(srv: ServerThread) -> Iterator[Any]:
         context = browser.new_context(
             viewport={"width": 1400, "height": 860}, accept_downloads=True
         )
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
         pg = context.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -385,3 +386,169 @@ def test_a_running_trace_refreshes_until_it_ends(open_server: ServerThread, page
     expect(page.locator(".trace-duration")).to_contain_text("duration")
     expect(root_row.locator(".flag-running")).to_have_count(0)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def _post(srv: ServerThread, runs: list[dict[str, Any]]) -> None:
+    resp = httpx.post(srv.url + "/runs/batch", json={"post": [wire(r) for r in runs]})
+    assert resp.status_code == 200, resp.text
+
+
+def test_the_list_filters_sorts_and_explains(open_server: ServerThread, page: object) -> None:
+    """Time range, tag, metadata, run type and route filters, the error column, sorting, an
+    empty result that says why, and a service's colour the same on every page."""
+    from datetime import datetime, timezone
+
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    chat, shop = realistic_trace(), three_service_trace()
+    now = datetime.now(timezone.utc).isoformat()
+    recent = make_run("GET /health-report", service="gateway", start_time=now, end_time=now)
+    _post(open_server, [*chat, *shop, recent])
+    ids = {"chat": chat[0]["id"], "shop": shop[0]["id"], "recent": recent["id"]}
+
+    def shown() -> set[str]:
+        page.wait_for_function("document.body.dataset.loaded === 'true'")
+        names = {v: k for k, v in ids.items()}
+        return {
+            names[t]
+            for t in page.locator("#traces tbody tr").evaluate_all(
+                "rs => rs.map(r => r.dataset.traceId)"
+            )
+        }
+
+    page.goto(open_server.url + "/")
+    rows = page.locator("#traces tbody tr")
+    expect(rows).to_have_count(3)
+    chat_row = page.locator(f"tr[data-trace-id='{ids['chat']}']")
+    # The error column names the cause (the deepest error), not the root's "HTTP 502".
+    expect(chat_row.locator(".error-message")).to_have_text(
+        "TimeoutError: legacy price book did not answer"
+    )
+    expect(page.locator(f"tr[data-trace-id='{ids['shop']}'] .error-message")).to_have_text(
+        "ValueError: card declined"
+    )
+
+    # Sorting by duration: longest first, then shortest first.
+    page.locator("th[data-sort=duration] button").click()
+    expect(page.locator("th[data-sort=duration]")).to_have_attribute("aria-sort", "descending")
+    expect(rows.first).to_have_attribute("data-trace-id", ids["chat"])
+    page.locator("th[data-sort=duration] button").click()
+    expect(rows.first).to_have_attribute("data-trace-id", ids["recent"])
+    assert "sort=duration&order=asc" in page.url
+
+    form = page.locator("#filters")
+    for field, value, expected in (
+        ("tag", "beta", {"chat"}),
+        ("metadata", "user=u-1842", {"chat"}),
+        ("route", "/chat", {"chat"}),
+    ):
+        form.locator(f"[name={field}]").fill(value)
+        expect(rows).to_have_count(len(expected))
+        assert shown() == expected, field
+        form.locator(f"[name={field}]").fill("")
+    form.locator("[name=run_type]").select_option("llm")
+    expect(rows).to_have_count(2)
+    assert shown() == {"chat", "shop"}
+    form.locator("[name=run_type]").select_option("")
+    form.locator("[name=range]").select_option("15m")
+    expect(rows).to_have_count(1)
+    assert shown() == {"recent"}
+    assert "range=15m" in page.url
+    form.locator("[name=tag]").fill("no-such-tag")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#status-line")).to_have_text("No traces match these filters.")
+
+    # A service keeps its colour from the list to the trace page.
+    page.goto(open_server.url + "/")
+    expect(rows).to_have_count(3)
+    gateway_dot = "e => getComputedStyle(e).backgroundColor"
+    in_list = chat_row.locator(".chip", has_text="gateway").locator(".dot").evaluate(gateway_dot)
+    in_other_row = page.locator(f"tr[data-trace-id='{ids['recent']}'] .chip .dot").evaluate(
+        gateway_dot
+    )
+    chat_row.locator("a").click()
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    on_trace = (
+        page.locator(".legend .chip", has_text="gateway").locator(".dot").evaluate(gateway_dot)
+    )
+    assert in_list == in_other_row == on_trace
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]
+
+
+def test_runs_raw_copy_download_and_conversation(open_server: ServerThread, page: object) -> None:
+    """A run's raw JSON, copy and download of a run and of the trace, an LLM run as a
+    conversation with its model, tokens and cost in the tree, and its feedback on its row."""
+    import json
+
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    runs = realistic_trace()
+    _post(open_server, runs)
+    llm = runs[6]
+    feedback = {"run_id": llm["id"], "key": "helpfulness", "score": 1}
+    assert httpx.post(open_server.url + "/feedback", json=feedback).status_code == 200
+    page.goto(open_server.url + f"/traces/{runs[0]['id']}?run={llm['id']}")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    row = page.locator(f".wf-row[data-run-id='{llm['id']}']")
+    expect(row.locator(".run-meta")).to_have_text("gpt-4o-mini · 450 tok · $0.0001")
+    expect(row.locator(".flag-feedback")).to_have_text("feedback 1")
+
+    turns = page.locator("#detail .conversation .turn")
+    expect(turns).to_have_count(3)
+    assert turns.locator(".turn-role").all_text_contents() == ["system", "user", "assistant"]
+    expect(turns.nth(2).locator(".turn-text")).to_have_text(
+        "Yes: returns are accepted within 30 days of delivery."
+    )
+    # The other shapes: Anthropic (system beside the messages, content blocks, tool use) and
+    # LangChain (serialised messages in a batch, generations).
+    shapes = page.evaluate(
+        """() => [
+          LLM.conversation({inputs: {system: "Be brief.", messages: [{role: "user",
+              content: [{type: "text", text: "Weather?"}]}]},
+            outputs: {role: "assistant", type: "message", content: [{type: "text",
+              text: "Checking."}, {type: "tool_use", name: "weather", input: {city: "Oslo"}}]}}),
+          LLM.conversation({inputs: {messages: [[{lc: 1, type: "constructor",
+              id: ["langchain", "schema", "messages", "HumanMessage"],
+              kwargs: {content: "Hi", type: "human"}}]]},
+            outputs: {generations: [[{text: "Hello!", message: {lc: 1, type: "constructor",
+              id: ["langchain", "schema", "messages", "AIMessage"],
+              kwargs: {content: "Hello!", type: "ai"}}}]]}}),
+        ].map(c => c.map(t => [t.role, t.text, t.calls.map(x => x.name).join()]))"""
+    )
+    assert shapes == [
+        [
+            ["system", "Be brief.", ""],
+            ["user", "Weather?", ""],
+            ["assistant", "Checking.", "weather"],
+        ],
+        [["user", "Hi", ""], ["assistant", "Hello!", ""]],
+    ]
+
+    detail = page.locator("#detail")
+    raw = detail.locator(".raw-json")
+    expect(raw).to_be_hidden()
+    detail.locator(".raw-toggle").click()
+    expect(raw).to_contain_text('"ls_model_name": "gpt-4o-mini"')
+    assert json.loads(raw.text_content())["id"] == llm["id"]
+
+    detail.locator(".copy-run").click()
+    expect(detail.locator(".action-note")).to_have_text("copied")
+    assert json.loads(page.evaluate("navigator.clipboard.readText()"))["id"] == llm["id"]
+    with page.expect_download() as info:
+        detail.locator(".download-run").click()
+    assert info.value.suggested_filename == f"run-{llm['id']}.json"
+    assert json.loads(Path(info.value.path()).read_text())["name"] == "ChatOpenAI"
+
+    with page.expect_download() as info:
+        page.locator("#download-trace").click()
+    exported = json.loads(Path(info.value.path()).read_text())
+    assert exported["format"] == "tracestitch.trace.v1"
+    assert [r["id"] for r in exported["runs"]] == [r["id"] for r in runs]
+    page.locator("#copy-trace").click()
+    expect(page.locator("#trace-action-note")).to_have_text("copied")
+    assert json.loads(page.evaluate("navigator.clipboard.readText()")) == exported
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from tracestitch.baggage import SERVER_ADDRESS_KEY
 from tracestitch.clients._policy import PropagateTo, PropagationPolicy
 from tracestitch.clients._policy import is_internal_host as is_internal_host  # re-export
 from tracestitch.clients._urls import (
@@ -213,11 +214,15 @@ class ClientTracer:
             recorded = query if self._query else ""
             if recorded:
                 recorded = self._redact(recorded)
+            # The callee's address: without it the run would carry the caller's own
+            # server.address, inherited from the request run it was made in.
+            address = host if port is None else f"{host}:{port}"
             run = start_run(
                 self._name(method, scheme, host, port, path),
                 self._run_type,
                 parent=parent,
                 inputs={"method": method, "url": _join_url(scheme, host, port, path, recorded)},
+                metadata={SERVER_ADDRESS_KEY: address},
                 kind="client",  # its role, for OTLP (CLIENT)
             )
         if self.policy.allows(scheme, host, port, path, query):

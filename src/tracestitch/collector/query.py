@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "MIN_PREFIX",
+    "SORTS",
     "TraceFilter",
     "TraceRefError",
     "build_trace_query",
@@ -35,8 +36,42 @@ class TraceFilter:
     start_lte_us: int | None = None
     min_duration_us: int | None = None
     text: str | None = None
+    #: Traces with a run that carries this tag / this ``extra.metadata`` key and value (compared
+    #: as text) / of this run type / serving this route (``extra.route``, e.g. ``/orders/{id}``).
+    tag: str | None = None
+    metadata: tuple[str, str] | None = None
+    run_type: str | None = None
+    route: str | None = None
+    #: One of :data:`SORTS`; newest first by default.
+    sort: str = "start"
+    descending: bool = True
     limit: int = 50
     offset: int = 0
+
+
+#: The columns the trace list sorts on, by their names in ``GET /api/traces?sort=``.
+SORTS = {
+    "start": "t.start_us",
+    "duration": "t.duration_us",
+    "runs": "t.run_count",
+    "errors": "t.error_count",
+    "tokens": "t.total_tokens",
+    "name": "t.root_name",
+}
+
+
+def _in_runs(condition: str) -> str:
+    # A trace matches when one of its runs does; the condition reads the run's post and patch.
+    either = f"({condition.format(doc='r.post_json')} OR {condition.format(doc='r.patch_json')})"
+    return f"EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND {either})"
+
+
+# SQLite's JSON functions over the stored run documents (SQLite only: a PostgreSQL store needs
+# its own spelling of these three).
+_TAG = _in_runs("EXISTS (SELECT 1 FROM json_each({doc}, '$.tags') WHERE value = ?)")
+_METADATA = _in_runs("CAST(json_extract({doc}, '$.extra.metadata.' || json_quote(?)) AS TEXT) = ?")
+_RUN_TYPE = "EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND r.run_type = ?)"
+_ROUTE = _in_runs("json_extract({doc}, '$.extra.route') = ?")
 
 
 def like_pattern(text: str) -> str:
@@ -63,6 +98,20 @@ def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
         if value is not None:
             where.append(condition)
             params.append(value)
+    for value, condition in (
+        (
+            flt.run_type,
+            "EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND r.run_type = ?)",
+        ),
+        (flt.tag, _TAG),
+        (flt.route, _ROUTE),
+    ):
+        if value is not None:
+            where.append(condition)
+            params += [value] * condition.count("?")
+    if flt.metadata is not None:
+        where.append(_METADATA)
+        params += [*flt.metadata, *flt.metadata]
     if flt.text:
         # A linear scan of the trace's run JSON: fine for a local collector's data volumes.
         pattern = like_pattern(flt.text)
@@ -72,8 +121,11 @@ def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
         )
         params += [pattern, pattern, pattern]
     clause = (" WHERE " + " AND ".join(where)) if where else ""
+    direction = "DESC" if flt.descending else "ASC"
+    column = SORTS.get(flt.sort, SORTS["start"])
     page = (
-        f"SELECT * FROM traces t{clause} ORDER BY t.start_us DESC, t.trace_id DESC LIMIT ? OFFSET ?"
+        f"SELECT * FROM traces t{clause} ORDER BY {column} {direction} NULLS LAST,"
+        f" t.trace_id {direction} LIMIT ? OFFSET ?"
     )
     count = f"SELECT COUNT(*) FROM traces t{clause}"
     return page, count, params

@@ -16,8 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .ingest import parse_time_us
-from .query import STATUSES, TraceFilter, TraceRefError, resolve_trace_ref
+from .query import SORTS, STATUSES, TraceFilter, TraceRefError, resolve_trace_ref
 from .trace_store import TraceStore
+from .transfer import export_document
 from .tree import build_trace, run_view, schema_view
 from .web import Guard, HTTPError, json_response
 
@@ -83,7 +84,25 @@ def trace_filter(request: Request) -> TraceFilter:
     if status is not None and status not in STATUSES:
         raise HTTPError(422, f"status: expected one of {', '.join(STATUSES)}")
     min_ms = _q_num(request, "min_duration_ms", None, 0, 1e12)
+    metadata = None
+    if params.get("metadata"):
+        key, sep, value = params["metadata"].partition("=")
+        if not sep or not key.strip():
+            raise HTTPError(422, "metadata: expected key=value")
+        metadata = (key.strip(), value.strip())
+    sort = params.get("sort") or "start"
+    if sort not in SORTS:
+        raise HTTPError(422, f"sort: expected one of {', '.join(SORTS)}")
+    order = params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise HTTPError(422, "order: expected asc or desc")
     return TraceFilter(
+        tag=params.get("tag") or None,
+        metadata=metadata,
+        run_type=params.get("run_type") or None,
+        route=params.get("route") or None,
+        sort=sort,
+        descending=order == "desc",
         project=params.get("project") or None,
         service=params.get("service") or None,
         name=params.get("name") or None,
@@ -110,26 +129,32 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
     async def list_traces(request: Request) -> Response:
         return json_response(await run_in_threadpool(store.list_traces, trace_filter(request)))
 
+    def load_trace(ref: str) -> dict[str, Any] | None:
+        # A whole id, or an unambiguous prefix of 8+ characters (as the CLI takes them).
+        try:
+            trace_id = resolve_trace_ref(ref, store.trace_ids_with_prefix)
+        except TraceRefError as exc:
+            raise HTTPError(422, f"trace_id: {exc}") from None
+        if trace_id is None:
+            return None
+        runs = store.trace_runs(trace_id)
+        if not runs:
+            return None
+        doc = build_trace(trace_id, runs, store.trace_summary(trace_id))
+        # The collector's clock: the viewer measures open runs against it, not the browser's.
+        doc["now_us"] = time.time_ns() // 1000
+        return doc
+
     async def get_trace(request: Request) -> Response:
         ref = request.path_params["trace_id"]
+        doc = await _load_or_404(lambda: load_trace(ref), f"no trace {ref[:60]} in this collector")
+        return json_response(doc)
 
-        def load() -> dict[str, Any] | None:
-            # A whole id, or an unambiguous prefix of 8+ characters (as the CLI takes them).
-            try:
-                trace_id = resolve_trace_ref(ref, store.trace_ids_with_prefix)
-            except TraceRefError as exc:
-                raise HTTPError(422, f"trace_id: {exc}") from None
-            if trace_id is None:
-                return None
-            runs = store.trace_runs(trace_id)
-            if not runs:
-                return None
-            doc = build_trace(trace_id, runs, store.trace_summary(trace_id))
-            # The collector's clock: the viewer measures open runs against it, not the browser's.
-            doc["now_us"] = time.time_ns() // 1000
-            return doc
-
-        return json_response(await _load_or_404(load, f"no trace {ref[:60]} in this collector"))
+    async def export_trace(request: Request) -> Response:
+        # What `tracestitch export` writes, for the viewer's "download trace".
+        ref = request.path_params["trace_id"]
+        doc = await _load_or_404(lambda: load_trace(ref), f"no trace {ref[:60]} in this collector")
+        return json_response(export_document(doc))
 
     async def get_run(request: Request) -> Response:
         run_id = _uuid(request.path_params["run_id"], "run_id")
@@ -163,6 +188,7 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
     return [
         Route("/api/traces", guard(list_traces), methods=["GET"]),
         Route("/api/traces/{trace_id}", guard(get_trace), methods=["GET"]),
+        Route("/api/traces/{trace_id}/export", guard(export_trace), methods=["GET"]),
         Route("/api/runs/{run_id}", guard(get_run), methods=["GET"]),
         # `path`: an attachment's name may contain "/" (sent raw or as %2F; the server decodes).
         # Signed: the LangSmith SDK downloads an attachment's URL with no credentials.

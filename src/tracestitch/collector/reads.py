@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 
 from .query import TraceFilter, build_trace_query
-from .runs import merge_run
+from .runs import error_summary, merge_run
 from .sql import Connection
 
 __all__ = [
@@ -57,8 +57,37 @@ def list_traces(conn: Connection, flt: TraceFilter) -> dict[str, Any]:
     rows = conn.execute(sql, [*params, flt.limit, flt.offset]).fetchall()
     total = conn.execute(count_sql, params).fetchone()[0]
     items = [_summary(row) for row in rows]
+    _attach_errors(conn, items)
     next_offset = flt.offset + len(items) if flt.offset + len(items) < total else None
     return {"traces": items, "total": total, "offset": flt.offset, "next_offset": next_offset}
+
+
+def _attach_errors(conn: Connection, items: list[dict[str, Any]]) -> None:
+    # Each listed trace's error, for the list's error column: the deepest failed run's, as the
+    # cause (the root often only says "HTTP 502"), summed up in a line.
+    for item in items:
+        item["error"] = None
+    by_id = {item["trace_id"]: item for item in items if item["error_count"]}
+    ids = list(by_id)
+    deepest: dict[str, tuple[int, str]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            "SELECT trace_id, dotted_order, post_json, patch_json FROM runs"
+            f" WHERE trace_id IN ({marks}) AND status = 'error' ORDER BY dotted_order",
+            chunk,
+        ):
+            depth = (row["dotted_order"] or "").count(".")
+            if row["trace_id"] in deepest and deepest[row["trace_id"]][0] >= depth:
+                continue
+            post = orjson.loads(row["post_json"]) if row["post_json"] else None
+            patch = orjson.loads(row["patch_json"]) if row["patch_json"] else None
+            error = merge_run(post, patch).get("error")
+            if error:
+                deepest[row["trace_id"]] = (depth, error_summary(error))
+    for trace_id, item in by_id.items():
+        item["error"] = deepest.get(trace_id, (0, None))[1]
 
 
 def trace_summary(conn: Connection, trace_id: str) -> dict[str, Any] | None:

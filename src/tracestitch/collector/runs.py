@@ -10,7 +10,7 @@ from typing import Any
 
 from .ingest import parse_time_us
 
-__all__ = ["merge_run", "overlay", "run_service", "run_status", "time_us"]
+__all__ = ["error_summary", "merge_run", "overlay", "run_service", "run_status", "time_us"]
 
 
 def overlay(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -40,14 +40,15 @@ def merge_run(post: dict[str, Any] | None, patch: dict[str, Any] | None) -> dict
 
 
 def run_service(run: dict[str, Any]) -> str | None:
-    """The service a run belongs to: ``extra.metadata.service``, else its project name."""
+    """The service a run belongs to: ``extra.metadata.service``, or None.
+
+    Not the project: a plain ``@traceable`` or a LangSmith SDK run names no service, and
+    showing its project as one would invent a service that does not exist.
+    """
     extra = run.get("extra")
     metadata = extra.get("metadata") if isinstance(extra, dict) else None
     service = metadata.get("service") if isinstance(metadata, dict) else None
-    if isinstance(service, str):
-        return service
-    project = run.get("session_name")
-    return project if isinstance(project, str) else None
+    return service if isinstance(service, str) else None
 
 
 def run_status(run: dict[str, Any], end_us: int | None) -> str:
@@ -63,3 +64,15 @@ def time_us(value: Any) -> int | None:
         return parse_time_us(value)
     except (ValueError, OverflowError):
         return None
+
+
+def error_summary(error: Any) -> str:
+    """One line for an error: a Python traceback's last line (the exception), else the first.
+
+    The LangSmith SDK records ``repr(exc)`` followed by a traceback, which for errors raised in
+    async code is often just ``NoneType: None``: its first line is the one that says something.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]

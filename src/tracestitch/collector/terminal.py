@@ -10,6 +10,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from .runs import error_summary
+
 __all__ = ["STATUS_WORDS", "error_summary", "render_trace", "render_trace_line"]
 
 _RESET = "\x1b[0m"
@@ -45,18 +47,6 @@ def _clean(text: Any, limit: int = 200) -> str:
     # cannot drive the terminal (escape sequences, cursor moves, fake lines).
     out = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def error_summary(error: Any) -> str:
-    """One line for an error: a Python traceback's last line (the exception), else the first.
-
-    The LangSmith SDK records ``repr(exc)`` followed by a traceback, which for errors raised in
-    async code is often just ``NoneType: None``: its first line is the one that says something.
-    """
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]
 
 
 def _json_lines(value: Any) -> list[str]:

@@ -59,7 +59,11 @@ const TS = (() => {
     const resp = await fetch(path, { headers: authHeaders({ accept: "application/octet-stream" }) });
     if (resp.status === 401) throw unauthorised();
     if (!resp.ok) throw new Error(`${resp.status}: ${resp.statusText || "download failed"}`);
-    const blob = new Blob([await resp.arrayBuffer()], { type: "application/octet-stream" });
+    saveBlob(new Blob([await resp.arrayBuffer()], { type: "application/octet-stream" }), filename);
+  }
+
+  // Hands the browser bytes to save under ``filename`` (never to render).
+  function saveBlob(blob, filename) {
     const url = URL.createObjectURL(blob);
     const link = el("a", { href: url, download: filename.replace(/[\\/]/g, "_") || "attachment" });
     link.hidden = true;
@@ -84,16 +88,17 @@ const TS = (() => {
       `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   }
 
-  // Colour-blind-friendly palette; services get colours by sorted name so a service keeps its
-  // colour across the pages of one trace.
-  const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
-                   "#e15759", "#9c755f", "#ff9da7", "#bab0ac"];
+  // A service's colour comes from a hash of its name alone (FNV-1a to a hue), so it keeps its
+  // colour on every page: the list, each trace, the services view.
+  function serviceColour(service) {
+    let hash = 2166136261;
+    for (let i = 0; i < service.length; i++) hash = Math.imul(hash ^ service.charCodeAt(i), 16777619);
+    return `hsl(${(hash >>> 0) % 360}, 55%, 48%)`;
+  }
 
   function serviceColours(services) {
     const map = new Map();
-    [...new Set(services.filter(Boolean))].sort().forEach((s, i) => {
-      map.set(s, PALETTE[i % PALETTE.length]);
-    });
+    for (const s of [...new Set(services.filter(Boolean))].sort()) map.set(s, serviceColour(s));
     return map;
   }
 
@@ -137,5 +142,5 @@ const TS = (() => {
     return details;
   }
 
-  return { el, getJSON, download, ms, when, serviceColours, statusBadge, serviceChip, jsonTree };
+  return { el, getJSON, download, saveBlob, ms, when, serviceColour, serviceColours, statusBadge, serviceChip, jsonTree };
 })();

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, download, ms, when, serviceColours, statusBadge, serviceChip, jsonTree } = TS;
+  const { el, getJSON, download, saveBlob, ms, when, serviceColours, statusBadge, serviceChip, jsonTree } = TS;
   const traceId = decodeURIComponent(location.pathname.split("/").pop());
   const waterfall = document.getElementById("waterfall");
   const detail = document.getElementById("detail");
@@ -101,6 +101,9 @@
     const name = run.name || "(patch only)";
     label.append(toggle, dot, el("span", { class: "run-name", text: name, title: name }));
     label.append(el("span", { class: "run-type muted", text: run.run_type || "" }));
+    const usage = usageText(run);
+    if (usage) label.append(el("span", { class: "run-meta muted", text: usage }));
+    if (run.feedback && run.feedback.length) label.append(el("span", { class: "flag flag-feedback", text: `feedback ${run.feedback.length}`, title: run.feedback.map((f) => f.key).join(", ") }));
     if (run.status === "error") label.append(el("span", { class: "flag flag-error", text: "error" }));
     if (isOpen(run)) label.append(el("span", { class: "flag flag-running", text: "running" }));
     if (run.orphan) label.append(el("span", { class: "flag flag-orphan", text: "orphan", title: "its parent run never arrived" }));
@@ -123,6 +126,16 @@
       dataset: { runId: run.id, depth: String(run.depth) },
       onclick: () => select(run.id, true),
     }, label, track);
+  }
+
+  // "gpt-4o-mini · 450 tok · $0.0001" for a row: what an LLM call cost, at a glance.
+  function usageText(run) {
+    const parts = [];
+    const model = run.run_type === "llm" ? LLM.model(run) : null;
+    if (model) parts.push(String(model));
+    if (run.total_tokens != null) parts.push(`${run.total_tokens} tok`);
+    if (run.total_cost != null) parts.push(`$${Number(run.total_cost).toFixed(4)}`);
+    return parts.join(" · ");
   }
 
   function renderRows() {
@@ -295,13 +308,55 @@
       el("span", { class: "muted", text: [source, item.created_at].filter(Boolean).join(" · ") }));
   }
 
+  function conversationSection(turns) {
+    const list = el("ol", { class: "conversation" });
+    for (const t of turns) {
+      const item = el("li", { class: `turn turn-${String(t.role).replace(/[^a-z]/gi, "")}${t.output ? " turn-output" : ""}` },
+        el("div", { class: "turn-role", text: t.role }),
+        t.text ? el("div", { class: "turn-text", text: t.text }) : null);
+      for (const call of t.calls || []) {
+        const args = typeof call.args === "string" ? call.args : JSON.stringify(call.args ?? {});
+        item.append(el("div", { class: "turn-call mono", text: `${call.name}(${args})` }));
+      }
+      list.append(item);
+    }
+    return section("Conversation", list);
+  }
+
+  // Copy and download: of one run (its JSON as the API gives it) and of the whole trace (the
+  // export `tracestitch import` reads back).
+  async function copyText(text, note) {
+    try {
+      await navigator.clipboard.writeText(text);
+      note.textContent = "copied";
+    } catch (err) {
+      note.textContent = `could not copy: ${err.message || err}`;
+    }
+  }
+
+  function runActions(run) {
+    const note = el("span", { class: "muted action-note", role: "status" });
+    const raw = el("pre", { class: "raw-json", hidden: "" });
+    const json = () => JSON.stringify(run, null, 2);
+    const toggle = el("button", { type: "button", class: "raw-toggle", text: "raw JSON", onclick: () => {
+      raw.hidden = !raw.hidden;
+      if (!raw.hidden && !raw.textContent) raw.textContent = json();
+    } });
+    const bar = el("div", { class: "detail-actions" }, toggle,
+      el("button", { type: "button", class: "copy-run", text: "copy", onclick: () => copyText(json(), note) }),
+      el("button", { type: "button", class: "download-run", text: "download", onclick: () => saveBlob(new Blob([json()], { type: "application/octet-stream" }), `run-${run.id}.json`) }),
+      note);
+    return [bar, raw];
+  }
+
   function renderDetail(run) {
     const head = el("div", { class: "detail-head" },
       el("h2", { text: run.name || "(patch only)" }),
       el("div", { class: "facts" }, statusBadge(run.status),
         run.service ? serviceChip(run.service, colours) : null,
-        el("span", { class: "muted", text: run.run_type || "" })));
-    const parts = [head];
+        el("span", { class: "muted", text: run.run_type || "" }),
+        usageText(run) ? el("span", { class: "muted", text: usageText(run) }) : null));
+    const parts = [head, ...runActions(run)];
     if (run.orphan) parts.push(el("p", { class: "flag flag-orphan", text: "Orphan: this run's parent never arrived at the collector." }));
     if (run.parent_outside) parts.push(el("p", { class: "flag flag-outside", text: "Parent outside tracestitch: this run was called through a service tracestitch does not see (an OpenTelemetry span)." }));
     if (run.skew_us) parts.push(el("p", { class: "flag flag-skew", text: `Starts ${ms(run.skew_us / 1000)} before its parent: the two machines' clocks disagree.` }));
@@ -323,16 +378,18 @@
         ["total cost", run.total_cost != null ? `$${run.total_cost}` : null],
       ])));
     }
+    if (run.feedback && run.feedback.length) {
+      parts.push(section(`Feedback (${run.feedback.length})`, el("ul", { class: "feedback" },
+        ...run.feedback.map(feedbackItem))));
+    }
+    const turns = LLM.conversation(run);
+    if (turns.length) parts.push(conversationSection(turns));
     parts.push(section("Inputs", jsonTree(run.inputs || {})));
     parts.push(section("Outputs", run.outputs == null ? el("p", { class: "muted", text: "none" }) : jsonTree(run.outputs)));
     const metadata = (run.extra && run.extra.metadata) || {};
     if (Object.keys(metadata).length) parts.push(section("Metadata", jsonTree(metadata)));
     if (run.tags && run.tags.length) parts.push(section("Tags", el("div", { class: "tags" }, ...run.tags.map((t) => el("span", { class: "tag", text: t })))));
     if (run.events && run.events.length) parts.push(section(`Events (${run.events.length})`, jsonTree(run.events)));
-    if (run.feedback && run.feedback.length) {
-      parts.push(section(`Feedback (${run.feedback.length})`, el("ul", { class: "feedback" },
-        ...run.feedback.map(feedbackItem))));
-    }
     const attachments = Object.entries(run.attachments || {});
     if (attachments.length) {
       parts.push(section("Attachments", el("ul", { class: "attachments" },
@@ -406,6 +463,14 @@
     search.addEventListener("input", () => { markMatches(); nextMatch(0); });
     document.getElementById("first-error").addEventListener("click", () => jumpToError(false));
     document.getElementById("deepest-error").addEventListener("click", () => jumpToError(true));
+    const exportPath = `/api/traces/${encodeURIComponent(doc.trace_id)}/export`;
+    const note = document.getElementById("trace-action-note");
+    document.getElementById("copy-trace").addEventListener("click", () => {
+      getJSON(exportPath).then((d) => copyText(JSON.stringify(d, null, 2), note), (err) => { note.textContent = String(err.message || err); });
+    });
+    document.getElementById("download-trace").addEventListener("click", () => {
+      download(exportPath, `trace-${doc.trace_id}.json`).catch((err) => { note.textContent = String(err.message || err); });
+    });
     document.body.dataset.loaded = "true";
     if (hasOpenRuns()) setTimeout(refresh, REFRESH_MS);
     else document.body.dataset.complete = "true";
