@@ -71,10 +71,11 @@ def test_service_facts_stay_home_and_user_metadata_travels(collector: Collector)
     meta = handler["extra"]["metadata"]
     # The user's metadata (the middleware's metadata= and the handler's) travelled ...
     assert meta["tenant"] == "acme corp" and meta["team"] == "core"
-    # ... this service's facts did not: the collector files the SDK's run under its project
-    # (the caller's, which the SDK follows), not under the caller's service, and the caller's
-    # address stayed home.
+    # ... this service's facts did not: the SDK's run names no service, so the collector shows
+    # none (neither the caller's nor its project), files it under its project (the caller's,
+    # which the SDK follows), and the caller's address stayed home.
     assert "service" not in meta and "server.address" not in meta
     assert front["service"] == "ts-front"
-    assert handler["service"] == handler["project"] == front["project"]
+    assert handler["service"] is None
+    assert handler["project"] == front["project"]
     assert front["extra"]["metadata"]["server.address"].startswith("127.0.0.1:")
