@@ -336,7 +336,8 @@ def test_reading_a_trace(open_server: ServerThread, page: object) -> None:
     assert ticks[-1] == "2.0 s"
 
     page.keyboard.press("Escape")
-    page.locator("#first-error").click()
+    rows.nth(6).click()  # the picture: the LLM call, as a conversation
+    expect(detail).to_have_text("ChatOpenAI")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
     if os.environ.get("TRACESTITCH_UPDATE_SCREENSHOT"):  # `make screenshot`: the README's picture
@@ -550,5 +551,57 @@ def test_runs_raw_copy_download_and_conversation(open_server: ServerThread, page
     page.locator("#copy-trace").click()
     expect(page.locator("#trace-action-note")).to_have_text("copied")
     assert json.loads(page.evaluate("navigator.clipboard.readText()")) == exported
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.outside == []  # type: ignore[attr-defined]
+
+
+def test_services_table_and_map(open_server: ServerThread, page: object) -> None:
+    """Per service and route figures, and the map of who calls whom, on the services page."""
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    _post(open_server, realistic_trace())
+    page.goto(open_server.url + "/services?range=all")
+    expect(page.locator("body[data-loaded=true]")).to_have_count(1)
+    rows = page.locator("#services tbody tr")
+    expect(rows).to_have_count(3)
+    table = rows.evaluate_all(
+        "rs => rs.map(r => [r.dataset.service, r.dataset.route,"
+        " r.querySelector('.requests').textContent, r.querySelector('.error-rate').textContent,"
+        " r.querySelector('.p50').textContent])"
+    )
+    assert table == [
+        ["gateway", "POST /chat", "1", "100%", "2.40 s"],
+        ["pricing", "GET /prices/{sku}", "1", "100%", "460 ms"],
+        ["search", "GET /search", "1", "0%", "230 ms"],
+    ]
+    nodes = page.locator("#service-map g.node")
+    expect(nodes).to_have_count(3)
+    edges = page.locator("#service-map g.edge").evaluate_all(
+        "es => es.map(e => [e.dataset.caller, e.dataset.callee, e.textContent])"
+    )
+    assert edges == [
+        ["gateway", "pricing", "1 call, 1 failed"],
+        ["gateway", "search", "1 call"],
+    ]
+    # The caller is drawn left of its callees.
+    xs = {
+        n: page.locator(f"#service-map g.node[data-service={n}]").bounding_box()["x"]
+        for n in ("gateway", "pricing", "search")
+    }
+    assert xs["gateway"] < xs["pricing"] == xs["search"]
+    # The range is in the URL; nothing started in the last 15 minutes.
+    page.locator("[name=range]").select_option("15m")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#status-line")).to_have_text(
+        "No requests to a named service in this range."
+    )
+    assert "range=15m" in page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("[name=range]").select_option("all")
+    expect(rows).to_have_count(3)
+    page.screenshot(path=str(ARTIFACTS / "services.png"), full_page=True)
+    if os.environ.get("TRACESTITCH_UPDATE_SCREENSHOT"):
+        page.screenshot(path=str(DOCS_SCREENSHOT.with_name("services.png")), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.outside == []  # type: ignore[attr-defined]

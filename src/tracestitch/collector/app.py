@@ -165,6 +165,7 @@ def create_app(
         Route("/api/stats", guard(show_stats), methods=["GET"]),
         Route("/", _page("index.html"), methods=["GET"]),
         Route("/traces/{trace_id}", _page("trace.html"), methods=["GET"]),
+        Route("/services", _page("services.html"), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/{path:path}", guard(_unsupported, auth=False), methods=_ALL_METHODS),
     ]

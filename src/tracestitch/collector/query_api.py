@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from .ingest import parse_time_us
 from .query import SORTS, STATUSES, TraceFilter, TraceRefError, resolve_trace_ref
+from .services import ServiceFilter
 from .trace_store import TraceStore
 from .transfer import export_document
 from .tree import build_trace, run_view, schema_view
@@ -156,6 +157,21 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
         doc = await _load_or_404(lambda: load_trace(ref), f"no trace {ref[:60]} in this collector")
         return json_response(export_document(doc))
 
+    async def get_services(request: Request) -> Response:
+        since = _q_time(request, "start_gte")
+        until = _q_time(request, "start_lte")
+        now_us = time.time_ns() // 1000
+        flt = ServiceFilter(
+            since_us=since, until_us=until, project=request.query_params.get("project") or None
+        )
+        stats = await run_in_threadpool(store.service_stats, flt)
+        # Rates need a range: from start_gte to start_lte (or now); none over "all time".
+        seconds = ((until or now_us) - since) / 1e6 if since is not None else None
+        for route in stats["routes"]:
+            route["error_rate"] = route["errors"] / route["requests"]
+            route["rate_per_s"] = route["requests"] / seconds if seconds else None
+        return json_response({"start_us": since, "end_us": until or now_us, **stats})
+
     async def get_run(request: Request) -> Response:
         run_id = _uuid(request.path_params["run_id"], "run_id")
         children = request.query_params.get("include_children", "").lower() in ("1", "true", "yes")
@@ -189,6 +205,7 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
         Route("/api/traces", guard(list_traces), methods=["GET"]),
         Route("/api/traces/{trace_id}", guard(get_trace), methods=["GET"]),
         Route("/api/traces/{trace_id}/export", guard(export_trace), methods=["GET"]),
+        Route("/api/services", guard(get_services), methods=["GET"]),
         Route("/api/runs/{run_id}", guard(get_run), methods=["GET"]),
         # `path`: an attachment's name may contain "/" (sent raw or as %2F; the server decodes).
         # Signed: the LangSmith SDK downloads an attachment's URL with no credentials.

@@ -13,11 +13,12 @@ from typing import Any
 
 from . import feedback as feedback_sql
 from . import projects as projects_sql
-from . import reads
+from . import reads, services
 from .feedback import FeedbackFilter, FeedbackOp
 from .projects import ProjectFilter
 from .query import TraceFilter
 from .run_query import RunQuery, build_run_query, encode_cursor
+from .services import ServiceFilter
 from .sql import Connection
 
 __all__ = ["SqlStore"]
@@ -45,6 +46,11 @@ class SqlStore:
         """The summary row of one trace, or None."""
         with self._read() as conn:
             return reads.trace_summary(conn, trace_id)
+
+    def service_stats(self, flt: ServiceFilter) -> dict[str, Any]:
+        """Per service and route: requests, errors, p50/p95; and the service map's edges."""
+        with self._read() as conn:
+            return services.service_stats(conn, flt)
 
     def trace_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Up to ``limit`` stored trace ids that start with ``prefix``."""

@@ -20,6 +20,7 @@ from .multipart import Attachment
 from .projects import ProjectFilter
 from .query import TraceFilter
 from .run_query import RunQuery
+from .services import ServiceFilter
 
 __all__ = ["TraceStore", "is_database_url", "open_store"]
 
@@ -54,6 +55,12 @@ class TraceStore(Protocol):
 
     def trace_summary(self, trace_id: str) -> dict[str, Any] | None:
         """The summary of one trace, or None."""
+        ...
+
+    def service_stats(self, flt: ServiceFilter) -> dict[str, Any]:
+        """Per service and route over the traces started in ``flt``'s range: ``routes``
+        (requests, errors, pending, p50_ms, p95_ms) and the service map's ``edges`` (caller,
+        callee, calls, errors); see :mod:`.services`."""
         ...
 
     def trace_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:

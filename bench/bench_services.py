@@ -1,0 +1,139 @@
+"""Services stats at scale: ``Store.service_stats`` (``GET /api/services``) over a store of a
+million runs, next to the trace list's first page on the same store as the peer.
+
+125,000 traces of 8 runs (a gateway request that calls a search service and a pricing service
+through client runs, each with a child of its own, and renders), spread evenly over 7 days
+and ingested through ``Store.ingest``. ``--ingest-only`` times the ingest alone, with and
+without the ``runs_stats`` index the services query reads (what the index costs ingest).
+Then, for the last hour, the last day and the whole week: the median wall time of
+``service_stats`` and of ``list_traces`` (50 newest, with the total count).
+
+``python bench/bench_services.py [--traces N] [--db PATH]`` (an existing PATH is reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from tracestitch.collector import Store
+from tracestitch.collector.ingest import validate_op
+from tracestitch.collector.query import TraceFilter
+from tracestitch.collector.services import ServiceFilter
+
+WEEK_S = 7 * 86_400
+NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def _run(
+    name: str, start: datetime, ms: float, service: str, parent: dict[str, Any] | None
+) -> dict[str, Any]:
+    rid = str(uuid.uuid4())
+    stamp = start.strftime("%Y%m%dT%H%M%S%fZ") + rid
+    return {
+        "id": rid,
+        "trace_id": parent["trace_id"] if parent else rid,
+        "parent_run_id": parent["id"] if parent else None,
+        "dotted_order": f"{parent['dotted_order']}.{stamp}" if parent else stamp,
+        "name": name,
+        "run_type": "chain",
+        "start_time": start.isoformat(),
+        "end_time": (start + timedelta(milliseconds=ms)).isoformat(),
+        "inputs": {},
+        "outputs": {},
+        "session_name": "bench",
+        "extra": {"metadata": {"service": service}},
+        "error": "HTTP 502" if name.endswith("{sku}") and rid[0] == "0" else None,
+    }
+
+
+def _trace(i: int, traces: int) -> list[dict[str, Any]]:
+    start = NOW - timedelta(seconds=WEEK_S * (1 - i / traces))
+    root = _run("POST /chat", start, 40 + i % 200, "gateway", None)
+    runs = [root]
+    for callee, route in (("search", "GET /search"), ("pricing", "GET /prices/{sku}")):
+        call = _run(f"GET {callee}:8000{route}", start, 20 + i % 50, "gateway", root)
+        served = _run(route, start, 15 + i % 45, callee, call)
+        inner = _run("db query", start, 5 + i % 9, callee, served)
+        runs += [call, served, inner]
+    runs.append(_run("render", start, 3, "gateway", root))
+    return runs
+
+
+def build(path: Path, traces: int, *, stats_index: bool = True) -> float:
+    """Ingest ``traces`` traces into a new store at ``path``; return the seconds it took."""
+    store = Store(path, synchronous="NORMAL")
+    if not stats_index:
+        store._writer.execute("DROP INDEX runs_stats")  # a bench-only look at its cost
+    began = time.perf_counter()
+    batch: list[Any] = []
+    for i in range(traces):
+        batch += [validate_op("post", run, "run") for run in _trace(i, traces)]
+        if len(batch) >= 5000:
+            store.ingest(batch)
+            batch = []
+    if batch:
+        store.ingest(batch)
+    took = time.perf_counter() - began
+    print(f"stored {store.count_runs():,} runs in {took:.1f} s (runs_stats index: {stats_index})")
+    store.close()
+    return took
+
+
+def _median_s(call: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=int, default=125_000, help="traces of 8 runs")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="time ingest with and without the index"
+    )
+    parser.add_argument("--db", help="database to build or reuse (default: a temporary one)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.ingest_only:
+        work = Path(tempfile.mkdtemp())
+        took: dict[bool, list[float]] = {True: [], False: []}
+        for round_ in range(2):  # interleaved: the machine's load drifts
+            for with_index in (False, True):
+                db = work / f"ingest-{round_}-{with_index}.db"
+                took[with_index].append(build(db, args.traces, stats_index=with_index))
+        best = {k: min(v) for k, v in took.items()}
+        print(f"ingest with the index / without: {best[True] / best[False]:.2f}x (best of 2)")
+        return 0
+    path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "services.db"
+    if not path.exists():
+        build(path, args.traces)
+    store = Store(path)
+    end_us = int(NOW.timestamp() * 1e6)
+    print(f"{store.count_runs():,} runs; median of {args.repeat}, wall seconds")
+    print(f"{'range':<8} {'service_stats':>14} {'list_traces':>12} {'ratio':>7} {'requests':>9}")
+    for label, seconds in (("1 hour", 3600), ("1 day", 86_400), ("7 days", WEEK_S)):
+        since = end_us - seconds * 1_000_000
+        flt = ServiceFilter(since_us=since, until_us=end_us)
+        stats = store.service_stats(flt)
+        requests = sum(r["requests"] for r in stats["routes"])
+        ours = _median_s(lambda f=flt: store.service_stats(f), args.repeat)
+        peer_filter = TraceFilter(start_gte_us=since, start_lte_us=end_us)
+        peer = _median_s(lambda f=peer_filter: store.list_traces(f), args.repeat)
+        print(f"{label:<8} {ours:>14.3f} {peer:>12.3f} {ours / peer:>6.1f}x {requests:>9,}")
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
