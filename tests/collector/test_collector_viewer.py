@@ -226,6 +226,11 @@ def test_attachment_download_without_the_key_says_so(
     expect(problem).to_be_visible()
     expect(problem).to_contain_text("needs its API key")
     assert downloads == []
+    # A wrong key is said to be rejected, not missing.
+    page.goto(server.url + "/#key=not-the-key")
+    expect(page.locator("#status-line")).to_have_text(
+        "This collector rejected the API key: open the page with #key=ITS_KEY"
+    )
     page.errors[:] = [e for e in page.errors if "401" not in e]  # type: ignore[attr-defined]
     assert page.errors == []  # type: ignore[attr-defined]
 
