@@ -329,8 +329,18 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     store.ingest([validate_op("post", wire(make_run("keep")), "run")])
     store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # A database of version 2 gains the services view's index (migration 3) when opened.
+    conn.execute("DROP INDEX runs_stats")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(runs)")}
+    assert "runs_stats" in indexes
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
     copy = tmp_path / "copy.sqlite"
     shutil.copy(path, copy)
