@@ -115,6 +115,11 @@ MIGRATIONS: list[str] = [
     {_OPTIONAL} CREATE EXTENSION IF NOT EXISTS pg_trgm;
     {_OPTIONAL} CREATE INDEX traces_root_name_trgm ON traces USING gin (root_name gin_trgm_ops)
     """,
+    # 3: the services view's covering index (as SQLite's migration 3; see services.py).
+    """
+    CREATE INDEX runs_stats ON runs (trace_id, id)
+        INCLUDE (service, parent_run_id, name, status, start_us, end_us)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

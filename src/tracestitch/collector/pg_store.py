@@ -118,6 +118,9 @@ class _Dialect:
     ``?`` placeholders become ``%s``, and ``LIKE`` becomes ``ILIKE`` (SQLite's LIKE ignores
     case; PostgreSQL's does not)."""
 
+    #: Read by the shared SQL where the two databases differ (query.py: JSON in run documents).
+    dialect = "postgres"
+
     def __init__(self, conn: psycopg.Connection[_Row]) -> None:
         self.conn = conn
 

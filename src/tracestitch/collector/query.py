@@ -66,12 +66,22 @@ def _in_runs(condition: str) -> str:
     return f"EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND {either})"
 
 
-# SQLite's JSON functions over the stored run documents (SQLite only: a PostgreSQL store needs
-# its own spelling of these three).
-_TAG = _in_runs("EXISTS (SELECT 1 FROM json_each({doc}, '$.tags') WHERE value = ?)")
-_METADATA = _in_runs("CAST(json_extract({doc}, '$.extra.metadata.' || json_quote(?)) AS TEXT) = ?")
+# The run documents are JSON text; each database reads into them its own way. Per dialect:
+# (tag, metadata key and value, route). PostgreSQL: jsonb containment and ->> (its stores set
+# ``dialect = "postgres"`` on their connections); SQLite: its JSON functions.
+_JSON_CONDITIONS = {
+    "sqlite": (
+        _in_runs("EXISTS (SELECT 1 FROM json_each({doc}, '$.tags') WHERE value = ?)"),
+        _in_runs("CAST(json_extract({doc}, '$.extra.metadata.' || json_quote(?)) AS TEXT) = ?"),
+        _in_runs("json_extract({doc}, '$.extra.route') = ?"),
+    ),
+    "postgres": (
+        _in_runs("({doc}::jsonb -> 'tags') @> jsonb_build_array(CAST(? AS TEXT))"),
+        _in_runs("({doc}::jsonb -> 'extra' -> 'metadata' ->> CAST(? AS TEXT)) = ?"),
+        _in_runs("({doc}::jsonb -> 'extra' ->> 'route') = ?"),
+    ),
+}
 _RUN_TYPE = "EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND r.run_type = ?)"
-_ROUTE = _in_runs("json_extract({doc}, '$.extra.route') = ?")
 
 
 def like_pattern(text: str) -> str:
@@ -80,8 +90,10 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
-    """(page SQL expecting LIMIT/OFFSET params last, count SQL, shared params)."""
+def build_trace_query(flt: TraceFilter, dialect: str = "sqlite") -> tuple[str, str, list[object]]:
+    """(page SQL expecting LIMIT/OFFSET params last, count SQL, shared params) for ``dialect``
+    (``"sqlite"`` or ``"postgres"``: how the run documents' JSON is read)."""
+    tag_sql, metadata_sql, route_sql = _JSON_CONDITIONS[dialect]
     where: list[str] = []
     params: list[object] = []
     name = like_pattern(flt.name) if flt.name is not None else None
@@ -103,14 +115,14 @@ def build_trace_query(flt: TraceFilter) -> tuple[str, str, list[object]]:
             flt.run_type,
             "EXISTS (SELECT 1 FROM runs r WHERE r.trace_id = t.trace_id AND r.run_type = ?)",
         ),
-        (flt.tag, _TAG),
-        (flt.route, _ROUTE),
+        (flt.tag, tag_sql),
+        (flt.route, route_sql),
     ):
         if value is not None:
             where.append(condition)
             params += [value] * condition.count("?")
     if flt.metadata is not None:
-        where.append(_METADATA)
+        where.append(metadata_sql)
         params += [*flt.metadata, *flt.metadata]
     if flt.text:
         # A linear scan of the trace's run JSON: fine for a local collector's data volumes.

@@ -53,7 +53,8 @@ def _summary(row: Any) -> dict[str, Any]:
 
 def list_traces(conn: Connection, flt: TraceFilter) -> dict[str, Any]:
     """One page of trace summaries, newest first, plus the total matching count."""
-    sql, count_sql, params = build_trace_query(flt)
+    # A PostgreSQL connection says so (pg_store's wrapper); sqlite3's has no such attribute.
+    sql, count_sql, params = build_trace_query(flt, getattr(conn, "dialect", "sqlite"))
     rows = conn.execute(sql, [*params, flt.limit, flt.offset]).fetchall()
     total = conn.execute(count_sql, params).fetchone()[0]
     items = [_summary(row) for row in rows]
