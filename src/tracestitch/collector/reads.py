@@ -6,6 +6,7 @@ return plain dicts (trace summaries, merged wire runs) ready for the query API t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +32,13 @@ __all__ = [
 
 # SQLite caps the number of bound parameters per statement.
 _CHUNK = 500
+
+
+def _chunks(ids: list[str]) -> Iterator[tuple[list[str], str]]:
+    # ``ids`` in slices of at most _CHUNK, each with its "?,?,..." placeholders for IN (...).
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _summary(row: Any) -> dict[str, Any]:
@@ -71,9 +79,7 @@ def _attach_errors(conn: Connection, items: list[dict[str, Any]]) -> None:
     by_id = {item["trace_id"]: item for item in items if item["error_count"]}
     ids = list(by_id)
     deepest: dict[str, tuple[int, str]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(ids):
         for row in conn.execute(
             "SELECT trace_id, dotted_order, post_json, patch_json FROM runs"
             f" WHERE trace_id IN ({marks}) AND status = 'error' ORDER BY dotted_order",
@@ -122,9 +128,7 @@ def _runs(conn: Connection, where: str, *params: str) -> list[dict[str, Any]]:
 def _attach_attachment_info(conn: Connection, runs: list[dict[str, Any]]) -> None:
     by_id = {run["id"]: run for run in runs}
     ids = list(by_id)
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(ids):
         for row in conn.execute(
             "SELECT run_id, name, content_type, length(data) AS size FROM attachments"
             f" WHERE run_id IN ({marks})",
@@ -146,9 +150,7 @@ def attach_feedback(conn: Connection, runs: list[dict[str, Any]]) -> None:
     """Put each run's feedback documents (oldest first) on it as ``feedback``."""
     by_id = {run["id"]: run for run in runs}
     ids = list(by_id)
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(ids):
         for row in conn.execute(
             f"SELECT run_id, doc_json FROM feedback WHERE run_id IN ({marks})"
             " ORDER BY created_us, id",
@@ -169,9 +171,7 @@ def trace_runs(conn: Connection, trace_id: str) -> list[dict[str, Any]]:
 def runs_by_ids(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     """The runs ``ids`` that exist (merged, with attachments and feedback), in that order."""
     found: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(ids):
         for run in _runs(conn, f"id IN ({marks})", *chunk):
             found[run["id"]] = run
     runs = [found[i] for i in ids if i in found]
@@ -183,9 +183,7 @@ def runs_by_ids(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
 def span_run_ids(conn: Connection, trace_id: str, span_ids: list[str]) -> dict[str, str]:
     """{span id: run id} for the runs of a trace answering to ``span_ids``."""
     found: dict[str, str] = {}
-    for i in range(0, len(span_ids), _CHUNK):
-        chunk = span_ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(span_ids):
         for row in conn.execute(
             f"SELECT span_id, id FROM runs WHERE trace_id = ? AND span_id IN ({marks})",
             [trace_id, *chunk],
