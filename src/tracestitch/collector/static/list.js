@@ -81,7 +81,12 @@
     }
   }
 
+  // Each keystroke sends a request; answers can come back out of order, and only the last
+  // request's may be shown.
+  let latest = 0;
+
   async function load() {
+    const mine = ++latest;
     custom.hidden = form.elements.range.value !== "custom";
     for (const input of custom.querySelectorAll("input")) input.disabled = custom.hidden;
     const q = pageQuery();
@@ -91,6 +96,7 @@
     renderSortMarks();
     try {
       const page = await getJSON(`/api/traces?${api}`);
+      if (mine !== latest) return;  // a newer request was sent meanwhile: its answer wins
       const colours = serviceColours(page.traces.flatMap((t) => t.services));
       tbody.replaceChildren(...page.traces.map((t) => row(t, colours)));
       const end = offset + page.traces.length;
@@ -102,7 +108,7 @@
       document.getElementById("next").disabled = page.next_offset === null;
       document.body.dataset.loaded = "true";
     } catch (err) {
-      statusLine.textContent = String(err.message || err);
+      if (mine === latest) statusLine.textContent = String(err.message || err);
     }
   }
 

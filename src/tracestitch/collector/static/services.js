@@ -102,7 +102,12 @@
     document.getElementById("service-map").replaceChildren(names.length ? root : el("p", { class: "muted", text: "No service was called in this range." }));
   }
 
+  // Each keystroke sends a request; answers can come back out of order, and only the last
+  // request's may be shown.
+  let latest = 0;
+
   async function load() {
+    const mine = ++latest;
     const q = new URLSearchParams();
     for (const input of form.elements) if (input.name && input.value) q.set(input.name, input.value);
     history.replaceState(null, "", `/services?${q}`);
@@ -112,6 +117,7 @@
     if (q.get("project")) api.set("project", q.get("project"));
     try {
       const doc = await getJSON(`/api/services?${api}`);
+      if (mine !== latest) return;  // a newer request was sent meanwhile: its answer wins
       renderTable(doc.routes);
       renderMap(doc.routes, doc.edges);
       const services = new Set(doc.routes.map((r) => r.service)).size;
@@ -120,7 +126,7 @@
         : "No requests to a named service in this range.";
       document.body.dataset.loaded = "true";
     } catch (err) {
-      statusLine.textContent = String(err.message || err);
+      if (mine === latest) statusLine.textContent = String(err.message || err);
     }
   }
 
