@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from tracestitch.baggage import SERVER_ADDRESS_KEY
 from tracestitch.clients._policy import PropagateTo, PropagationPolicy
 from tracestitch.clients._policy import is_internal_host as is_internal_host  # re-export
 from tracestitch.clients._urls import (
@@ -40,6 +39,7 @@ from tracestitch.instrument import (
     tracing_on,
 )
 from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE
+from tracestitch.propagation.baggage import SERVER_ADDRESS_KEY
 from tracestitch.redact import QueryRedactor
 from tracestitch.run_tree import RunTree
 
