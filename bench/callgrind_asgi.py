@@ -17,14 +17,14 @@ start-up and imports cancelled out::
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from common import callgrind_instructions  # noqa: E402 (bench/ on the path first)
 
 #: Incoming header sets: none (a new root), and a caller's run as the LangSmith SDK sends it.
 _CALLER_ORDER = (
@@ -114,24 +114,7 @@ def _drive_hop(case: str, n: int) -> None:
 
 
 def _instructions(case: str, n: int) -> int:
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            case,
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(done.stderr[-2000:])
-    return int(found.group(1))
+    return callgrind_instructions(__file__, case, str(n))
 
 
 def measure(low: int = 500, high: int = 2500) -> None:

@@ -27,7 +27,6 @@ of ``make test``.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -38,6 +37,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from common import callgrind_instructions  # noqa: E402 (bench/ on the path first)
+
 os.environ.setdefault("TRACESTITCH_TRACING", "true")  # before tracestitch is imported
 
 VARIANTS = ("bare", "tracestitch", "opentelemetry")
@@ -216,28 +218,8 @@ def _drive(library: str, variant: str, n: int) -> None:
 
 
 def _instructions(library: str, variant: str, n: int) -> int:
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            # gRPC's threads and the export worker hand work to each other: without fair
-            # scheduling valgrind can leave the one holding the answer waiting for seconds.
-            "--fair-sched=yes",
-            sys.executable,
-            __file__,
-            library,
-            variant,
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(done.stderr[-2000:])
-    return int(found.group(1))
+    # gRPC's threads and the export worker hand work to each other: fair scheduling.
+    return callgrind_instructions(__file__, library, variant, str(n), fair_sched=True)
 
 
 def _report(library: str, costs: dict[str, float], unit: str) -> None:

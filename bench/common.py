@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import platform
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -127,3 +130,27 @@ def install_real_exporter() -> Any:
     if previous is not exporter:
         previous.shutdown(1.0)
     return exporter
+
+
+def callgrind_instructions(script: str, *args: str, fair_sched: bool = False) -> int:
+    """Instructions callgrind counts (all threads) for ``python script args...``.
+    ``fair_sched``: for threads that hand work to each other (without it valgrind can leave
+    the one holding the answer waiting for seconds)."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            *(["--fair-sched=yes"] if fair_sched else []),
+            sys.executable,
+            script,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(done.stderr[-2000:])
+    return int(found.group(1))
