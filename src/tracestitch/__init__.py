@@ -13,6 +13,7 @@ from tracestitch.context import (
     ContextThreadPoolExecutor,
     contextual,
     get_current_run_tree,
+    install_context_executor,
     tracing_context,
 )
 from tracestitch.export.config import configure, install_from_env
@@ -66,6 +67,7 @@ __all__ = [
     "get_current_run_tree",
     "get_exporter",
     "inject",
+    "install_context_executor",
     "set_exporter",
     "trace",
     "traceable",

@@ -5,8 +5,10 @@ The state (the two ``ContextVar`` s, the process defaults, the tracing mode) liv
 runs too, :func:`tracing_context` (whose ``parent`` may be incoming headers), and the helpers
 that carry the context into threads.
 
-asyncio tasks copy the context when they are created, so concurrent requests are isolated for
-free; threads do not, hence :func:`contextual` and :class:`ContextThreadPoolExecutor`.
+asyncio tasks copy the context when they are created (``create_task``, ``TaskGroup``), and so
+does ``asyncio.to_thread``, so concurrent requests are isolated and their work nested for free;
+threads and ``loop.run_in_executor`` do not, hence :func:`contextual`,
+:class:`ContextThreadPoolExecutor` and :func:`install_context_executor`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from tracestitch.run_context import (  # this module sets them
     LOCAL,
@@ -35,6 +37,9 @@ from tracestitch.run_context import (  # this module sets them
 )
 from tracestitch.run_tree import RunTree
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = [
     "LOCAL",
     "ContextThreadPoolExecutor",
@@ -46,6 +51,7 @@ __all__ = [
     "current_config",
     "default_project",
     "get_current_run_tree",
+    "install_context_executor",
     "set_defaults",
     "tracing_context",
     "tracing_enabled",
@@ -149,3 +155,21 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
         return super().map(
             lambda *a: ctx.copy().run(fn, *a), *iterables, timeout=timeout, chunksize=chunksize
         )
+
+
+def install_context_executor(
+    loop: asyncio.AbstractEventLoop | None = None, max_workers: int | None = None
+) -> ContextThreadPoolExecutor:
+    """Make ``loop``'s default executor (the running loop's when ``None``) a
+    :class:`ContextThreadPoolExecutor`, and return it: ``loop.run_in_executor(None, fn)``, which
+    does not copy the caller's context, then runs ``fn`` under the caller's current run.
+
+    One explicit line where the loop starts (``main``, an ASGI lifespan); nothing global is
+    patched, and the loop shuts the executor down as it would its own. ``max_workers`` as
+    ``ThreadPoolExecutor`` takes it.
+    """
+    import asyncio  # here: importing tracestitch must not import asyncio (and ssl with it)
+
+    executor = ContextThreadPoolExecutor(max_workers=max_workers)
+    (loop or asyncio.get_running_loop()).set_default_executor(executor)
+    return executor
