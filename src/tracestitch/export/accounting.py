@@ -131,10 +131,10 @@ class Ledger:
 
     def replayed(self, ops: int) -> None:
         """A spooled segment of ``ops`` operations reached the sink (they were settled when
-        spooled: only counted). Caller holds :attr:`lock`."""
+        spooled: only counted; each part moved the exit deadline on as it was delivered).
+        Caller holds :attr:`lock`."""
         self.counts["replayed"] += ops
         self.counts["batches"] += 1
-        self.delivered()
         self.cond.notify_all()  # shutdown may wait for the spool to empty
 
     def settle(
