@@ -38,7 +38,7 @@ import orjson
 
 from tracestitch.collector import TraceStore, open_store
 from tracestitch.collector.ingest import validate_op
-from tracestitch.testing import CollectorProcess
+from tracestitch.testing import CollectorProcess, throwaway_database
 
 API_KEY = "bench-key"
 RUNS_PER_TRACE = 10
@@ -201,16 +201,8 @@ def pg_database(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    import psycopg
-
-    name = f"tracestitch_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield SERVER.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with throwaway_database(SERVER, "tracestitch_bench") as made:
+        yield made
 
 
 def bench_queries(target: str, big_trace: str, ingest_runs: int, repeats: int) -> dict[str, Any]:

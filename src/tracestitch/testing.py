@@ -33,7 +33,13 @@ from types import TracebackType
 from tracestitch._guard import set_strict
 from tracestitch.export.memory import RunCollector
 
-__all__ = ["CollectorProcess", "capture_runs", "captured_runs", "strict_tracing"]
+__all__ = [
+    "CollectorProcess",
+    "capture_runs",
+    "captured_runs",
+    "strict_tracing",
+    "throwaway_database",
+]
 
 
 class CollectorProcess:
@@ -145,3 +151,20 @@ else:
         """tracestitch's internal errors raise during the test."""
         with strict_tracing():
             yield
+
+
+@contextmanager
+def throwaway_database(server: str, prefix: str = "tracestitch_test") -> Iterator[str]:
+    """The URL of a new PostgreSQL database of a random name on ``server`` (a
+    ``postgresql://`` URL of a database to connect to for ``CREATE DATABASE``), dropped
+    afterwards, connections and all. Needs the ``postgres`` extra."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tracestitch.testing import throwaway_database
+
 MACHINE_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -91,21 +93,15 @@ def _throwaway_cluster() -> Iterator[str | None]:
 def session_database() -> Iterator[str]:
     """The URL of a new database of a random name, dropped afterwards."""
     try:
-        import psycopg
+        import psycopg  # noqa: F401 (is it installed?)
     except ImportError:
         _unavailable("psycopg is not installed (pip install 'tracestitch[postgres]')")
     with _throwaway_cluster() if not _answers(MACHINE_SERVER) else _nothing() as cluster:
         server = cluster or (MACHINE_SERVER if _answers(MACHINE_SERVER) else None)
         if server is None:
             _unavailable("no PostgreSQL at 127.0.0.1:5432 and no PostgreSQL binaries to start one")
-        name = f"tracestitch_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        try:
-            yield server.rsplit("/", 1)[0] + "/" + name
-        finally:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with throwaway_database(server) as url:
+            yield url
 
 
 @contextmanager
