@@ -1,0 +1,7 @@
+"""``python -m tracestitch.cli``: the ``tracestitch`` command."""
+
+import sys
+
+from tracestitch.cli import main
+
+sys.exit(main())
