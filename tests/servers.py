@@ -22,9 +22,8 @@ def run_uvicorn(app: Any, **config: Any) -> Iterator[str]:
     """An ASGI app under a real uvicorn server in a background thread."""
     import uvicorn
 
-    cfg = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config
-    )
+    config = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on", **config}
+    cfg = uvicorn.Config(app, **config)
     server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -27,6 +27,7 @@ FRAMEWORKS = {
     "celery",
     "kombu",
     "grpc",
+    "django",
 }
 STDLIB = set(sys.stdlib_module_names)
 

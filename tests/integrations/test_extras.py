@@ -10,12 +10,16 @@ import pytest
 
 @pytest.mark.parametrize(
     ("module", "framework", "extra"),
-    [("celery", "celery", "celery"), ("grpc", "grpc", "grpc")],
+    [
+        ("integrations.celery", "celery", "celery"),
+        ("integrations.grpc", "grpc", "grpc"),
+        ("middleware.django", "django", "django"),
+    ],
 )
 def test_a_missing_framework_names_the_extra(module: str, framework: str, extra: str) -> None:
     code = (
         f"import sys; sys.modules[{framework!r}] = None\n"
-        f"try:\n    import tracestitch.integrations.{module}\n"
+        f"try:\n    import tracestitch.{module}\n"
         "except ImportError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

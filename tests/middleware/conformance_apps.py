@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import path
+from django_apps import handler, urls_module
 from flask import Flask, Response
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -136,3 +139,63 @@ def aiohttp_app(**options: Any) -> web.Application:
     app.add_routes(routes)
     setup_tracing(app, **options)
     return app
+
+
+def _django_urls() -> None:
+    def item(request: Any, item_id: str) -> JsonResponse:
+        return JsonResponse(_item(item_id))
+
+    async def item_async(request: Any, item_id: str) -> JsonResponse:
+        return JsonResponse(_item(item_id))
+
+    def status(request: Any, code: str) -> HttpResponse:
+        return HttpResponse("s", status=int(code))
+
+    def fail(request: Any) -> HttpResponse:
+        raise RuntimeError("boom")
+
+    async def fail_async(request: Any) -> HttpResponse:
+        raise RuntimeError("boom")
+
+    def stream(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse(CHUNK for _ in range(3))
+
+    async def stream_async(request: Any) -> StreamingHttpResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield CHUNK
+
+        return StreamingHttpResponse(chunks())
+
+    def health(request: Any) -> HttpResponse:
+        lookup("health")
+        return HttpResponse("ok")
+
+    # Sync views under WSGI, async ones under ASGI (the status view stays sync: Django runs it
+    # in a thread, which must keep the run current too).
+    for name, views in (
+        ("conformance_django_sync", (item, fail, stream)),
+        ("conformance_django_async", (item_async, fail_async, stream_async)),
+    ):
+        urls_module(
+            name,
+            [
+                path("items/<item_id>", views[0]),
+                path("status/<code>", status),
+                path("fail", views[1]),
+                path("stream", views[2]),
+                path("health", health),
+            ],
+        )
+
+
+_django_urls()
+_MIDDLEWARE = ["tracestitch.middleware.django.TracingMiddleware"]
+
+
+def django_wsgi_app(**options: Any) -> Any:
+    return handler("wsgi", "conformance_django_sync", _MIDDLEWARE, **options)
+
+
+def django_asgi_app(**options: Any) -> Any:
+    return handler("asgi", "conformance_django_async", _MIDDLEWARE, **options)

@@ -9,6 +9,7 @@ app in its framework (see ``conformance_apps``), and which server runs it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import threading
 import uuid
@@ -19,7 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conformance_apps import aiohttp_app, flask_app, starlette_app
+from conformance_apps import (
+    aiohttp_app,
+    django_asgi_app,
+    django_wsgi_app,
+    flask_app,
+    starlette_app,
+)
 
 from servers import run_aiohttp, run_uvicorn, run_wsgi
 from tracestitch import RunTree, _guard
@@ -42,6 +49,7 @@ class Adapter:
     build: Callable[..., Any]  # (**middleware options) -> the app, middleware installed
     serve: Callable[[Any], AbstractContextManager[str]]  # app -> base URL while it runs
     brackets: str  # how its route templates spell a parameter: "{}" ("/items/{item_id}")
+    label: str = ""  # its test id, where one adapter runs two ways
 
     def template(self, path: str) -> str:
         return re.sub(r"\{(\w+)\}", rf"{self.brackets[0]}\1{self.brackets[1]}", path)
@@ -51,6 +59,15 @@ ADAPTERS = [
     Adapter("asgi", starlette_app, run_uvicorn, "{}"),
     Adapter("wsgi", flask_app, run_wsgi, "<>"),
     Adapter("aiohttp", aiohttp_app, run_aiohttp, "{}"),
+    Adapter("django", django_wsgi_app, run_wsgi, "<>", "django-wsgi"),
+    # Django speaks no ASGI lifespan: uvicorn's default ("auto") lets it be.
+    Adapter(
+        "django",
+        django_asgi_app,
+        functools.partial(run_uvicorn, lifespan="auto"),
+        "<>",
+        "django-asgi",
+    ),
 ]
 
 
@@ -75,7 +92,7 @@ class Served:
         return self.runs
 
 
-@pytest.fixture(scope="module", params=ADAPTERS, ids=lambda a: a.name)
+@pytest.fixture(scope="module", params=ADAPTERS, ids=lambda a: a.label or a.name)
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[Adapter, str]]:
     adapter: Adapter = request.param
     with adapter.serve(adapter.build(**OPTIONS)) as url:
@@ -204,7 +221,7 @@ def test_concurrent_requests_each_see_their_own_run(served: Served) -> None:
     assert get_current_run_tree() is None
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.label or a.name)
 def test_a_sampled_out_request_makes_no_runs(adapter: Adapter) -> None:
     with capture_runs() as runs, adapter.serve(adapter.build(**OPTIONS, sample_rate=0.0)) as url:
         response = httpx.get(url + "/items/5", timeout=TIMEOUT)

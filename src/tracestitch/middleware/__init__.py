@@ -3,10 +3,11 @@
 Import the adapter for your framework explicitly (each imports exactly one framework)::
 
     from tracestitch.middleware.asgi import TracingMiddleware      # Starlette, FastAPI, any ASGI
-    from tracestitch.middleware.wsgi import TracingMiddleware      # Flask, Django, any WSGI
+    from tracestitch.middleware.wsgi import TracingMiddleware      # Flask, any WSGI
     from tracestitch.middleware.aiohttp import tracing_middleware  # aiohttp.web
+    # Django: settings.MIDDLEWARE = ["tracestitch.middleware.django.TracingMiddleware", ...]
 
-All three take the keyword options of :class:`MiddlewareOptions`.
+All take the keyword options of :class:`MiddlewareOptions` (Django's from its settings).
 """
 
 from __future__ import annotations
