@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tracestitch.demo import trace_complete
+from tracestitch.demo._scenarios import trace_complete
 
 DEMO = [sys.executable, "-m", "tracestitch.demo", "--color", "never"]
 DEMO_TIMEOUT = 90.0

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tracestitch"
-#: Modules at the package root that are not the core: the facade, the CLI and what it runs,
-#: the testing helpers (which build exporters).
-NOT_CORE = {"__init__", "cli", "demo", "testing"}
+#: Modules at the package root that are not the core: the facade and the testing helpers
+#: (which build exporters). The CLI and the demo are packages of their own (cli/, demo/).
+NOT_CORE = {"__init__", "testing"}
 #: The core: the root modules but those, and the propagation package.
 CORE = {path.stem for path in SRC.glob("*.py") if path.stem not in NOT_CORE} | {
     f"propagation.{path.stem}" for path in (SRC / "propagation").glob("*.py")
