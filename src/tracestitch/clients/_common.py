@@ -92,7 +92,6 @@ class ClientOptions:
       :func:`default_run_name`.
     - ``sensitive_query_keys``: query parameters whose values are redacted in recorded URLs.
     - ``record_query``: keep the (redacted) query string in recorded URLs.
-    - ``policy_cache_size``: per-host decisions kept.
     """
 
     propagate_to: PropagateTo = "internal"
@@ -102,7 +101,6 @@ class ClientOptions:
     run_name: RunNamer | None = None
     sensitive_query_keys: Collection[str] = field(default=DEFAULT_SENSITIVE_QUERY_KEYS)
     record_query: bool = True
-    policy_cache_size: int = 1024
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -157,7 +155,7 @@ class ClientTracer:
             options = ClientOptions(**kwargs)
         elif kwargs:
             raise TypeError("pass either options or keyword options, not both")
-        self.policy = PropagationPolicy(options.propagate_to, options.policy_cache_size)
+        self.policy = PropagationPolicy(options.propagate_to)
         self._create = options.create_runs
         self._root = options.start_root and options.create_runs
         self._run_type = options.run_type

@@ -25,6 +25,11 @@ __all__ = ["PropagateTo", "PropagationPolicy", "is_internal_host"]
 PropagateTo = Literal["internal", "all", "none"] | Iterable[str | re.Pattern[str]]
 
 _INTERNAL_SUFFIXES = (".svc.cluster.local", ".local", ".internal", ".localhost")
+#: Host decisions a policy keeps. The cache pays: per traced httpx call (callgrind,
+#: bench/callgrind_clients.py) 822,376 instructions with it, 855,969 without, 557,851 for the
+#: call without the hook (service-b); the decision alone 1,429 against 34,425 (a host name goes
+#: through ipaddress first).
+_HOST_CACHE_SIZE = 1024
 
 
 def _parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -85,7 +90,6 @@ class PropagationPolicy:
     __slots__ = (
         "_all",
         "_cache",
-        "_cache_size",
         "_exact",
         "_internal",
         "_networks",
@@ -94,7 +98,7 @@ class PropagationPolicy:
         "_suffixes",
     )
 
-    def __init__(self, propagate_to: PropagateTo = "internal", cache_size: int = 1024) -> None:
+    def __init__(self, propagate_to: PropagateTo = "internal") -> None:
         self._all = False
         self._internal = False
         self._exact: set[str] = set()
@@ -103,7 +107,6 @@ class PropagationPolicy:
         self._prefixes: list[_Prefix] = []
         self._patterns: list[re.Pattern[str]] = []
         self._cache: dict[str, bool] = {}
-        self._cache_size = max(1, cache_size)
         entries: Iterable[Any] = (
             [propagate_to] if isinstance(propagate_to, (str, re.Pattern)) else propagate_to
         )
@@ -146,7 +149,7 @@ class PropagationPolicy:
         if cached is None:
             cached = self._host_allowed(host)
             cache = self._cache
-            if len(cache) >= self._cache_size:
+            if len(cache) >= _HOST_CACHE_SIZE:
                 cache.clear()
             cache[host] = cached
         if cached:
