@@ -1,0 +1,181 @@
+"""One trace across four processes and three kinds of hop: a FastAPI service publishes a Celery
+task (a real Redis broker, a real worker process), the task calls a Django service over httpx,
+and every process reports to the real ``tracestitch serve``, which must hold one tree: no
+orphans, each run under the one that caused it, each server run named for its service."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from integration_helpers import Collector, Service, traced_env
+
+#: The Django service (ASGI under uvicorn): prints ``ready <url>`` once it listens.
+PAYMENTS = """
+import socket
+
+import django
+import uvicorn
+from django.conf import settings
+from django.http import JsonResponse
+from django.urls import include, path
+
+from tracestitch import traceable
+
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="test-only",
+    ALLOWED_HOSTS=["127.0.0.1"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=[],
+    MIDDLEWARE=["tracestitch.middleware.django.TracingMiddleware"],
+    TRACESTITCH_MIDDLEWARE={"service": "payments"},
+)
+django.setup()
+
+
+@traceable(run_type="tool")
+def authorize(order_id):
+    return {"order": order_id, "authorized": True}
+
+
+async def payment(request, order_id):
+    return JsonResponse(authorize(order_id))
+
+
+urlpatterns = [path("api/", include([path("payments/<int:order_id>", payment)]))]
+
+from django.core.asgi import get_asgi_application
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
+config = uvicorn.Config(get_asgi_application(), log_level="warning", lifespan="off")
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+#: The Celery app the worker and the FastAPI service import (``stitch_tasks.py``).
+TASKS = """
+import os
+
+import httpx
+from celery import Celery
+
+from tracestitch.clients.httpx import TracingTransport
+from tracestitch.integrations.celery import instrument_celery
+
+app = Celery("stitch", broker=os.environ["BROKER"], backend=os.environ["BROKER"])
+app.conf.task_default_queue = os.environ["QUEUE"]
+app.conf.broker_connection_retry_on_startup = True
+instrument_celery(app)
+
+
+@app.task
+def charge(order_id):
+    with httpx.Client(transport=TracingTransport()) as client:
+        return client.get(f"{os.environ['PAYMENTS']}/api/payments/{order_id}").json()
+"""
+
+#: The FastAPI service that publishes the task and waits for its result.
+ORDERS = """
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+import stitch_tasks
+from tracestitch.middleware.asgi import TracingMiddleware
+
+app = FastAPI()
+app.add_middleware(TracingMiddleware, service="orders", trace_id_header="x-trace-id")
+
+
+@app.post("/orders/{order_id}")
+def place(order_id: int):
+    return stitch_tasks.charge.delay(order_id).get(timeout=30)
+
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+"""
+
+
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("stitched")
+    (folder / "stitch_tasks.py").write_text(TASKS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(collector: Collector, redis_url: str) -> dict[str, str]:
+    queue = f"tracestitch-stitched-{uuid.uuid4().hex[:12]}"  # this module's own queue
+    return traced_env(collector.url, BROKER=f"{redis_url}/9", QUEUE=queue)
+
+
+@pytest.fixture(scope="module")
+def services(app_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """The three services (Django, the worker, FastAPI); yields the FastAPI service's URL."""
+    started: list[Service] = []
+    try:
+        payments = Service([sys.executable, "-c", PAYMENTS], env, app_dir, "ready ")
+        started.append(payments)
+        env = {**env, "PAYMENTS": payments.detail}
+        worker = [sys.executable, "-m", "celery", "-A", "stitch_tasks", "worker"]
+        worker += ["--concurrency=1", "-Q", env["QUEUE"], "-l", "info", "-n", f"{env['QUEUE']}@%h"]
+        worker += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        started.append(Service(worker, env, app_dir, " ready."))
+        orders = Service([sys.executable, "-c", ORDERS], env, app_dir, "ready ")
+        started.append(orders)
+        yield orders.detail
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def service(run: dict[str, Any]) -> str | None:
+    return ((run.get("extra") or {}).get("metadata") or {}).get("service")
+
+
+def test_fastapi_to_celery_to_django_is_one_tree(services: str, collector: Collector) -> None:
+    response = httpx.post(f"{services}/orders/7", timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"order": 7, "authorized": True}
+    trace_id = response.headers["x-trace-id"]
+
+    runs = collector.wait_for_runs(trace_id, 5)
+    ids = {r["id"] for r in runs}
+    assert {r["trace_id"] for r in runs} == {trace_id}
+    orphans = [r["name"] for r in runs if r["parent_run_id"] and r["parent_run_id"] not in ids]
+    assert orphans == []
+    assert len(runs) == 5, sorted(r["name"] for r in runs)
+
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for run in runs:
+        children.setdefault(run["parent_run_id"], []).append(run)
+    (root,) = children[None]
+    assert root["id"] == trace_id and root["name"] == "POST /orders/{order_id}"
+    (task,) = children[root["id"]]
+    assert task["name"] == "stitch_tasks.charge"
+    assert task["extra"]["celery"]["attempt"] == 1 and task["inputs"]["args"] == [7]
+    (client,) = children[task["id"]]
+    assert client["extra"]["span_kind"] == "client"
+    (django,) = children[client["id"]]
+    assert django["name"] == "GET /api/payments/<int:order_id>"
+    (authorize,) = children[django["id"]]
+    assert authorize["name"] == "authorize"
+
+    # Each service names its own runs; a service's name never travels to the next one.
+    assert service(root) == "orders"
+    assert service(django) == "payments" and service(authorize) == "payments"
+    assert service(task) is None and service(client) is None
+    assert all(r["error"] is None for r in runs)
