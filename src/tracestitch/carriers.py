@@ -5,7 +5,7 @@ headers at once, used by extraction (:func:`tracestitch.propagation.extract`), i
 (:func:`tracestitch.propagation.inject`) and the middleware's recording of request headers:
 
 - :data:`PAIRS`: a list of ``(name, value)`` pairs, bytes or text (ASGI ``scope["headers"]``,
-  Kafka's message headers: text names, bytes values);
+  Kafka's message headers: text names, bytes values, what an empty list is given);
 - :data:`ENVIRON`: a WSGI environ (``HTTP_LANGSMITH_TRACE``, ``CONTENT_TYPE``);
 - :data:`MULTIDICT`: a case-insensitive header object with several values a name (aiohttp's
   ``CIMultiDict``, httpx's and starlette's ``Headers``, werkzeug's ``Headers``);
@@ -94,9 +94,11 @@ def _pairs_get(pairs: Iterable[Any], name: str) -> list[Any]:
 
 
 def _pairs_set(pairs: list[Any], name: str, value: str) -> None:
-    # Names and values each as the list's first pair has them: (bytes, bytes) in ASGI and in an
-    # empty list, (str, bytes) in Kafka's and NATS' message headers, (str, str) elsewhere.
-    text_name = bool(pairs) and isinstance(pairs[0][0], str)
+    # Names and values each as the list's first pair has them: (bytes, bytes) in ASGI, (str, str)
+    # in gRPC metadata. An empty list gets Kafka's (str, bytes): a producer's message headers
+    # are the one pair list built from nothing, and kafka-python, aiokafka and confluent-kafka
+    # all take that shape (kafka-python refuses any other).
+    text_name = not pairs or isinstance(pairs[0][0], str)
     text_value = bool(pairs) and isinstance(pairs[0][1], str)
     keys = (name, name.encode("latin-1"))
     pairs[:] = [p for p in pairs if not isinstance(p[0], (str, bytes)) or p[0].lower() not in keys]

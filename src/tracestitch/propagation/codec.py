@@ -143,9 +143,10 @@ def inject(
 ) -> MutableMapping[str, Any] | list[Any]:
     """Write ``run``'s trace headers into ``headers`` (a new dict when ``None``); return it.
 
-    ``headers`` may be a mapping or a list of ``(name, value)`` pairs (a message's headers, as
-    Kafka takes them); a list gets names and values of the types its first pair has (``bytes``
-    both when it is empty).
+    ``headers`` may be a mapping or a list of ``(name, value)`` pairs (a message's headers); a
+    list gets names and values of the types its first pair has, and an empty one Kafka's
+    ``(str, bytes)``, which kafka-python, aiokafka and confluent-kafka take:
+    ``producer.send(topic, body, headers=inject(run, []))``.
 
     Writes ``langsmith-trace``, ``traceparent``, ``tracestate`` (our member, naming this run's
     span, in front of the members an OpenTelemetry caller sent), and ``baggage``: our members
