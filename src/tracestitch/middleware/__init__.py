@@ -19,6 +19,7 @@ from tracestitch.middleware._common import (
     MiddlewareOptions,
     PathMatcher,
 )
+from tracestitch.middleware._options import WebSocketOptions
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -26,4 +27,5 @@ __all__ = [
     "SENSITIVE_QUERY_KEYS",
     "MiddlewareOptions",
     "PathMatcher",
+    "WebSocketOptions",
 ]

@@ -14,7 +14,44 @@ from tracestitch.middleware._recording import DEFAULT_RECORDED_HEADERS, SENSITIV
 from tracestitch.propagation import DEFAULT_LIMITS, Limits
 from tracestitch.settings import read_env
 
-__all__ = ["MiddlewareOptions", "PathMatcher", "default_service_name", "resolve_options"]
+__all__ = [
+    "MiddlewareOptions",
+    "PathMatcher",
+    "WebSocketOptions",
+    "default_service_name",
+    "resolve_options",
+]
+
+_WEBSOCKET_MESSAGES = ("events", "runs", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketOptions:
+    """How the ASGI middleware records a WebSocket connection's messages (its run itself, one
+    per connection named ``"WS {route}"``, is always made when the connection is traced).
+
+    ``messages``: ``"events"`` (the default) records each message received or sent as an
+    event on the connection's run (``websocket.receive`` / ``websocket.send``: its type,
+    ``text`` or ``bytes``, and size: characters of a text message, bytes of a binary one);
+    ``"runs"`` makes each received message a child run (``websocket.receive``), current
+    while the app handles it (until it asks for the next message), so the traced calls it
+    makes nest under it, and messages sent meanwhile are its events; ``"off"`` records only
+    the counts. ``max_events``: events kept per run; those past it are counted in the run's
+    ``events_dropped`` output. ``record_content``: also record each message's content (at
+    most 1,024 characters; bytes decoded as UTF-8), off by default: messages carry user data.
+
+        TracingMiddleware(app, websocket=WebSocketOptions(messages="runs"))
+    """
+
+    messages: str = "events"
+    max_events: int = 100
+    record_content: bool = False
+
+    def __post_init__(self) -> None:
+        if self.messages not in _WEBSOCKET_MESSAGES:
+            raise ValueError(f"messages must be one of {_WEBSOCKET_MESSAGES}: {self.messages!r}")
+        if self.max_events < 0:
+            raise ValueError(f"max_events must be 0 or more, got {self.max_events!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +80,8 @@ class MiddlewareOptions:
     ``trace_id_header``: a response header (e.g. ``"x-trace-id"``) carrying the trace id, so a
     caller or support engineer can find the trace. ``route_resolver``: a callable given the
     framework's request (ASGI scope, WSGI environ, aiohttp request) returning the route
-    template, or ``None`` to fall back to the built-in lookup.
+    template, or ``None`` to fall back to the built-in lookup. ``websocket``: how the ASGI
+    middleware records WebSocket messages (:class:`WebSocketOptions`); the others ignore it.
 
         MiddlewareOptions(service="checkout", exclude=["/health", "/static/*"], sample_rate=0.1)
     """
@@ -66,6 +104,7 @@ class MiddlewareOptions:
     route_resolver: Callable[[Any], str | None] | None = None
     limits: Limits = DEFAULT_LIMITS
     flush_timeout: float = 5.0
+    websocket: WebSocketOptions = WebSocketOptions()
 
     def __post_init__(self) -> None:
         # Configuration errors surface when the app is built, not on its first request.

@@ -19,6 +19,7 @@ from tracestitch.middleware._common import (
 )
 from tracestitch.middleware._exchange import Exchange, flush_at_shutdown, untraced
 from tracestitch.middleware._starlette_routes import StarletteRoutes
+from tracestitch.middleware._websocket import WebSocketTracer
 
 __all__ = ["TracingMiddleware"]
 
@@ -32,8 +33,9 @@ _SHUTDOWN_DONE = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.fai
 
 
 class TracingMiddleware:
-    """Traces every HTTP request as a run named ``"{METHOD} {route}"``; lifespan and websocket
-    scopes pass straight through, and lifespan shutdown flushes the exporter::
+    """Traces every HTTP request as a run named ``"{METHOD} {route}"``, and every WebSocket
+    connection as one named ``"WS {route}"`` (its messages as set by ``websocket=``); lifespan
+    shutdown flushes the exporter::
 
         app.add_middleware(TracingMiddleware, service="checkout", exclude=["/health"])
 
@@ -52,12 +54,15 @@ class TracingMiddleware:
         self._routes = StarletteRoutes(app)
         header = self._tracer.trace_header
         self._trace_header = header.encode("latin-1") if header else None
+        self._websocket = WebSocketTracer(app, self._tracer, self._routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
                 await self.app(scope, receive, self._lifespan_send(send))
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
