@@ -14,7 +14,7 @@ import httpx
 import pytest
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import include, path, re_path
 from django_apps import handler, urls_module
 
@@ -63,12 +63,26 @@ def forbidden(request: Any) -> HttpResponse:
     raise PermissionDenied
 
 
-def urls(name: str, view: Callable[..., Any]) -> str:
+def report(request: Any) -> StreamingHttpResponse:
+    return StreamingHttpResponse(str(load(i)).encode() for i in range(3))
+
+
+async def report_async(request: Any) -> StreamingHttpResponse:
+    async def chunks() -> Any:
+        for i in range(3):
+            yield str(load(i)).encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+def urls(name: str, view: Callable[..., Any], stream: Callable[..., Any]) -> str:
     urls_module(
         name,
         [
             path("", index),
             path("api/v1/", include([path("orders/<int:order_id>", view)])),
+            path("report", stream),
+            path("export", stream),
             re_path(r"^legacy/(?P<sku>[a-z]+)/$", legacy),
             path("broken", broken),
             path("gone", gone),
@@ -79,10 +93,10 @@ def urls(name: str, view: Callable[..., Any]) -> str:
 
 
 KINDS: dict[str, tuple[Callable[..., AbstractContextManager[str]], str]] = {
-    "wsgi": (run_wsgi, urls("django_test_sync", order)),
+    "wsgi": (run_wsgi, urls("django_test_sync", order, report)),
     "asgi": (
         functools.partial(run_uvicorn, lifespan="auto"),
-        urls("django_test_async", order_async),
+        urls("django_test_async", order_async, report_async),
     ),
 }
 
@@ -90,7 +104,8 @@ KINDS: dict[str, tuple[Callable[..., AbstractContextManager[str]], str]] = {
 @pytest.fixture(scope="module", params=sorted(KINDS))
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     serve, urlconf = KINDS[request.param]
-    with serve(handler(request.param, urlconf, MIDDLEWARE, service="orders")) as base:
+    app = handler(request.param, urlconf, MIDDLEWARE, service="orders", exclude=["/export"])
+    with serve(app) as base:
         yield base
 
 
@@ -107,6 +122,18 @@ def test_runs_are_named_by_the_resolvers_route_with_include_prefixes_joined(url:
     assert runs.one("load").parent_run_id == server.id
     assert runs.one("GET /legacy/(?P<sku>[a-z]+)/").parent_run_id is None
     assert runs.one("GET /").outputs == {"status_code": 200, "response_size": 4}
+
+
+def test_a_streamed_bodys_chunks_are_made_with_its_run_current(url: str) -> None:
+    with capture_runs() as runs:
+        assert httpx.get(f"{url}/report", timeout=TIMEOUT).text == "{'id': 0}{'id': 1}{'id': 2}"
+        # An excluded path's streamed body runs with tracing off too: no root runs from it.
+        assert httpx.get(f"{url}/export", timeout=TIMEOUT).status_code == 200
+    server = runs.one("GET /report")
+    assert server.outputs == {"status_code": 200, "response_size": 27}
+    loads = runs.named("load")
+    assert len(loads) == 3 and {r.parent_run_id for r in loads} == {server.id}
+    assert len(runs) == 4
 
 
 def test_the_views_exception_is_the_error_and_4xx_exceptions_are_none(url: str) -> None:

@@ -79,8 +79,8 @@ class MiddlewareOptions:
 
     ``trace_id_header``: a response header (e.g. ``"x-trace-id"``) carrying the trace id, so a
     caller or support engineer can find the trace. ``route_resolver``: a callable given the
-    framework's request (ASGI scope, WSGI environ, aiohttp request) returning the route
-    template, or ``None`` to fall back to the built-in lookup. ``websocket``: how the ASGI
+    framework's request (ASGI scope, WSGI environ, aiohttp or Django request) returning the
+    route template, or ``None`` to fall back to the built-in lookup. ``websocket``: how the ASGI
     middleware records WebSocket messages (:class:`WebSocketOptions`); the others ignore it.
 
         MiddlewareOptions(service="checkout", exclude=["/health", "/static/*"], sample_rate=0.1)

@@ -114,14 +114,18 @@ class TracingMiddleware:
 class _Untraced:
     """A request not traced here: its code, streamed body included, runs with tracing off."""
 
+    size = 0
+
     def __init__(self, request: Untraced) -> None:
         self.context = functools.partial(untraced, request)
 
-    def end(self, error: BaseException | None = None) -> None:
-        pass
+    def end(self, *args: Any, **kwargs: Any) -> None:
+        pass  # no run to end
+
+    finish = end
 
     def respond(self, response: Any) -> Any:
-        return _streamed(response, None, self.context)
+        return _streamed(response, self)
 
 
 class _Exchange(Exchange):
@@ -157,7 +161,7 @@ class _Exchange(Exchange):
             if not response.streaming:
                 self.size = len(response.content)
             elif getattr(response, "file_to_stream", None) is None:
-                return _streamed(response, self, self.context)
+                return _streamed(response, self)
             self.finish()  # a file the server sends itself: no app code runs past here
         except Exception as exc:
             report("middleware.django.respond", exc)
@@ -165,12 +169,12 @@ class _Exchange(Exchange):
         return response
 
 
-def _streamed(response: Any, exchange: _Exchange | None, context: Any) -> Any:
-    """``response``, its streamed chunks (if any) made in ``context``."""
+def _streamed(response: Any, exchange: _Exchange | _Untraced) -> Any:
+    """``response``, its streamed chunks (if any) made in the exchange's context."""
     try:
         if response.streaming and getattr(response, "file_to_stream", None) is None:
             body = _AsyncBody if response.is_async else _Body
-            response.streaming_content = body(response.streaming_content, exchange, context)
+            response.streaming_content = body(response.streaming_content, exchange)
     except Exception as exc:
         report("middleware.django.body", exc)
     return response
@@ -180,25 +184,21 @@ class _Chunks:
     """A streamed body: chunks made in the request's context and counted, the run ended after
     the last; Django calls ``close`` as the response closes (early: the client left)."""
 
-    def __init__(self, chunks: Any, exchange: _Exchange | None, context: Any) -> None:
-        self._chunks, self._exchange, self._context = chunks, exchange, context
+    def __init__(self, chunks: Any, exchange: _Exchange | _Untraced) -> None:
+        self._chunks, self._exchange = chunks, exchange
 
     def _took(self, chunk: bytes) -> bytes:
-        if self._exchange is not None:
-            self._exchange.size += len(chunk)
+        self._exchange.size += len(chunk)
         return chunk
 
     def _ended(self, exc: BaseException) -> None:
-        if self._exchange is None:
-            pass
-        elif isinstance(exc, (StopIteration, StopAsyncIteration)):
+        if isinstance(exc, (StopIteration, StopAsyncIteration)):
             self._exchange.finish()
         else:
             self._exchange.end(exc)
 
     def close(self) -> None:
-        if self._exchange is not None:
-            self._exchange.end(incomplete=True)  # does nothing after the last chunk
+        self._exchange.end(incomplete=True)  # does nothing after the last chunk
 
 
 class _Body(_Chunks):
@@ -206,7 +206,7 @@ class _Body(_Chunks):
         return self
 
     def __next__(self) -> bytes:
-        with self._context():
+        with self._exchange.context():
             try:
                 return self._took(next(self._chunks))
             except BaseException as exc:
@@ -219,7 +219,7 @@ class _AsyncBody(_Chunks):
         return self
 
     async def __anext__(self) -> bytes:
-        with self._context():
+        with self._exchange.context():
             try:
                 return self._took(await self._chunks.__anext__())
             except BaseException as exc:
