@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -38,7 +37,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import callgrind_instructions  # noqa: E402 (bench/ on the path first)
+from common import (  # noqa: E402 (bench/ on the path first)
+    best_microseconds,
+    callgrind_instructions,
+    print_overheads,
+)
 
 os.environ.setdefault("TRACESTITCH_TRACING", "true")  # before tracestitch is imported
 
@@ -222,17 +225,6 @@ def _instructions(library: str, variant: str, n: int) -> int:
     return callgrind_instructions(__file__, library, variant, str(n), fair_sched=True)
 
 
-def _report(library: str, costs: dict[str, float], unit: str) -> None:
-    bare = costs["bare"]
-    for variant in VARIANTS:
-        extra = costs[variant] - bare
-        print(f"{library:<8}{variant:<15}{costs[variant]:>16,.0f}{extra:>16,.0f}  {unit}")
-    ours = costs["tracestitch"] - bare
-    theirs = costs["opentelemetry"] - bare
-    ratio = ours / theirs if theirs > 0 else float("nan")
-    print(f"{library:<8}overhead tracestitch / opentelemetry = {ratio:.2f}")
-
-
 def measure(low: int, high: int, libraries: tuple[str, ...] = LIBRARIES) -> None:
     print(f"{'lib':<8}{'variant':<15}{'per cycle':>16}{'over bare':>16}")
     for library in libraries:
@@ -240,7 +232,7 @@ def measure(low: int, high: int, libraries: tuple[str, ...] = LIBRARIES) -> None
             v: (_instructions(library, v, high) - _instructions(library, v, low)) / (high - low)
             for v in VARIANTS
         }
-        _report(library, costs, "instructions")
+        print_overheads(library, costs, "instructions")
 
 
 def wall(n: int) -> None:
@@ -257,18 +249,11 @@ def wall(n: int) -> None:
                 check=True,
             )
             costs[variant] = float(out.stdout.strip().splitlines()[-1])
-        _report(library, costs, "µs")
+        print_overheads(library, costs, "µs")
 
 
 def _time(library: str, variant: str, n: int) -> None:
-    cycle = _build(library, variant)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(n):
-            cycle()
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-    print(best, flush=True)
+    print(best_microseconds(_build(library, variant), n), flush=True)
     os._exit(0)
 
 

@@ -6,6 +6,8 @@ import platform
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -154,3 +156,27 @@ def callgrind_instructions(script: str, *args: str, fair_sched: bool = False) ->
     if found is None:
         raise RuntimeError(done.stderr[-2000:])
     return int(found.group(1))
+
+
+def best_microseconds(cycle: Callable[[], Any], n: int, rounds: int = 3) -> float:
+    """Wall-clock microseconds per call of ``cycle``: the best of ``rounds`` runs of ``n``
+    calls (noisy on a shared machine; callgrind's counts are the figures to quote)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            cycle()
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
+
+
+def print_overheads(label: str, costs: dict[str, float], unit: str, width: int = 8) -> None:
+    """One line per variant of ``costs`` (``bare``, ``tracestitch``, ``opentelemetry``): its
+    cost and what it adds to bare, then tracestitch's addition over OpenTelemetry's."""
+    bare = costs["bare"]
+    for variant in ("bare", "tracestitch", "opentelemetry"):
+        extra = costs[variant] - bare
+        print(f"{label:<{width}}{variant:<15}{costs[variant]:>16,.0f}{extra:>16,.0f}  {unit}")
+    ours, theirs = costs["tracestitch"] - bare, costs["opentelemetry"] - bare
+    ratio = ours / theirs if theirs > 0 else float("nan")
+    print(f"{label:<{width}}overhead tracestitch / opentelemetry = {ratio:.2f}")

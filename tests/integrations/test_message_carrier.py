@@ -68,13 +68,13 @@ def run_python(code: str, env: dict[str, str], cwd: Path) -> dict[str, str]:
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_a_redis_stream_consumer_continues_the_producers_trace(
-    collector: Collector, stream: tuple[str, str], tmp_path: Path
+def assert_continued(
+    collector: Collector, producer: str, consumer: str, env: dict[str, str], cwd: Path
 ) -> None:
-    url, name = stream
-    env = traced_env(collector.url, REDIS=url, STREAM=name)
-    produced = run_python(PRODUCER, env, tmp_path)
-    consumed = run_python(CONSUMER, env, tmp_path)
+    """Run the producer, then the consumer, and find one tree at the collector: publish order
+    -> consume order (a consumer run) -> charge."""
+    produced = run_python(producer, env, cwd)
+    consumed = run_python(consumer, env, cwd)
     assert consumed == {"trace_id": produced["trace_id"], "parent_run_id": produced["id"]}
 
     runs = collector.wait_for_runs(produced["trace_id"], 3)
@@ -82,8 +82,17 @@ def test_a_redis_stream_consumer_continues_the_producers_trace(
     assert sorted(by_name) == ["charge", "consume order", "publish order"]
     assert by_name["publish order"]["parent_run_id"] is None
     assert by_name["consume order"]["parent_run_id"] == by_name["publish order"]["id"]
+    assert by_name["consume order"]["extra"]["span_kind"] == "consumer"
     assert by_name["charge"]["parent_run_id"] == by_name["consume order"]["id"]
     assert {r["trace_id"] for r in runs} == {produced["trace_id"]}
+
+
+def test_a_redis_stream_consumer_continues_the_producers_trace(
+    collector: Collector, stream: tuple[str, str], tmp_path: Path
+) -> None:
+    url, name = stream
+    env = traced_env(collector.url, REDIS=url, STREAM=name)
+    assert_continued(collector, PRODUCER, CONSUMER, env, tmp_path)
 
 
 NATS_PRODUCER = """
@@ -162,14 +171,4 @@ def test_a_nats_consumer_continues_the_producers_trace(
 ) -> None:
     stream, subject = nats_stream
     env = traced_env(collector.url, NATS=NATS_URL, STREAM=stream, SUBJECT=subject)
-    produced = run_python(NATS_PRODUCER, env, tmp_path)
-    consumed = run_python(NATS_CONSUMER, env, tmp_path)
-    assert consumed == {"trace_id": produced["trace_id"], "parent_run_id": produced["id"]}
-
-    runs = collector.wait_for_runs(produced["trace_id"], 3)
-    by_name = {r["name"]: r for r in runs}
-    assert sorted(by_name) == ["charge", "consume order", "publish order"]
-    assert by_name["publish order"]["parent_run_id"] is None
-    assert by_name["consume order"]["parent_run_id"] == by_name["publish order"]["id"]
-    assert by_name["charge"]["parent_run_id"] == by_name["consume order"]["id"]
-    assert by_name["consume order"]["extra"]["span_kind"] == "consumer"
+    assert_continued(collector, NATS_PRODUCER, NATS_CONSUMER, env, tmp_path)
