@@ -14,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import langsmith
@@ -29,6 +30,7 @@ from tracestitch import RunTree, _guard
 from tracestitch.context import tracing_context
 from tracestitch.export.memory import RunCollector
 from tracestitch.middleware import WebSocketOptions
+from tracestitch.middleware import _websocket as websocket_module
 from tracestitch.middleware._common import ServerTracer
 from tracestitch.propagation import stats
 from tracestitch.testing import capture_runs
@@ -112,6 +114,20 @@ def test_a_connection_is_one_run_in_the_callers_trace(url: str, runs: RunCollect
         ("websocket.receive", "text"),
     ]
     assert run.events[0]["kwargs"] == {"type": "text", "size": len("hello")}
+
+
+def test_a_caller_whose_clock_runs_ahead_gets_events_after_the_connections_start(
+    url: str, runs: RunCollector
+) -> None:
+    ahead = datetime.now(timezone.utc) + timedelta(seconds=30)
+    caller = RunTree("caller", start_time=ahead)
+    with connect(url + "/chat/1", additional_headers=caller.to_headers()) as ws:
+        ask(ws, "x")
+    run = settled(runs, 2).one(CHAT)
+    assert run.start_time >= ahead
+    times = [datetime.fromisoformat(e["time"]) for e in run.events]
+    assert len(times) == 2 and run.start_time <= times[0] <= times[1]
+    assert run.end_time is not None and times[1] <= run.end_time
 
 
 def test_a_w3c_caller_is_joined_too(url: str, runs: RunCollector) -> None:
@@ -227,7 +243,7 @@ def test_an_internal_error_never_reaches_the_app(
         with connect(url + "/chat/8") as ws:
             assert ask(ws, "x") == {"echo": "X", "trace": None, "run": None}
         monkeypatch.undo()
-        monkeypatch.setattr(RunTree, "add_event", broken)  # every message's recording fails
+        monkeypatch.setattr(websocket_module, "_details", broken)  # every message's recording
         with connect(url + "/chat/8") as ws:
             assert ask(ws, "y")["echo"] == "Y"
             ws.send("bye")
