@@ -23,6 +23,7 @@ from test_conformance import HOSTILE
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 from ws_app import APP_CLOSE, websocket_app
 
 from servers import run_uvicorn
@@ -140,9 +141,11 @@ def test_a_w3c_caller_is_joined_too(url: str, runs: RunCollector) -> None:
 
 
 def test_a_route_under_a_mount_is_named_by_its_whole_template(url: str, runs: RunCollector) -> None:
-    with connect(url + "/v1/rooms/9") as ws:
+    with connect(url + "/v1/rooms/9", subprotocols=[Subprotocol("chat.v1")]) as ws:
         assert ask(ws, "x")["run"] == "WS /v1/rooms/{room}"
-    assert settled(runs, 2).one("WS /v1/rooms/{room}").parent_run_id is None  # a new trace
+    run = settled(runs, 2).one("WS /v1/rooms/{room}")
+    assert run.parent_run_id is None  # a new trace
+    assert run.inputs["subprotocols"] == ["chat.v1"]  # those the client offered
 
 
 def test_the_client_closing_is_recorded(url: str, runs: RunCollector) -> None:

@@ -108,14 +108,14 @@ class WebSocketTracer:
         raw_query = scope.get("query_string")
         query = raw_query.decode("latin-1") if raw_query else ""
         client = scope.get("client")
+        offered = scope.get("subprotocols")
+        # Read before the run starts: a run started is a run that must end.
+        protocols = [readable(str(p))[:64] for p in offered[:MAX_SUBPROTOCOLS]] if offered else None
         run = tracer.start(
             parent, METHOD, path, query, client[0] if client else None, headers, scope.get("server")
         )
-        subprotocols = scope.get("subprotocols")
-        if subprotocols:
-            run.inputs["subprotocols"] = [
-                readable(str(p))[:64] for p in subprotocols[:MAX_SUBPROTOCOLS]
-            ]
+        if protocols:
+            run.inputs["subprotocols"] = protocols
         connection = _Connection(tracer, run, scope, METHOD)
         connection.routes = self._routes
         connection.root_path = scope.get("root_path", "")
