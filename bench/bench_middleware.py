@@ -5,9 +5,11 @@ so only the middleware's own cost shows):
 
 * ASGI: a Starlette route, called as ``await app(scope, receive, send)``. Variants: bare;
   tracestitch (server run + one ``@traceable`` child, exporter on, sending to an in-process
-  sink); OpenTelemetry's ASGI middleware + one child span, in-memory span exporter; LangSmith's
-  ``TracingMiddleware`` + async ``@traceable`` with its client stubbed (nothing leaves the
-  process).
+  sink); the floor (``floor.py``: the same two runs and wire fields done plainly, the reference
+  tracestitch is measured against); OpenTelemetry's ASGI middleware + one child span, in-memory
+  span exporter; LangSmith's ``TracingMiddleware`` + async ``@traceable`` with its client
+  stubbed (nothing leaves the process). The handler answers ``hello`` (5 bytes of text) or,
+  with ``handler="json5k"``, a ~5 KB JSON body.
 * WSGI: a Flask route, called as a WSGI app. Variants: bare; tracestitch; OpenTelemetry's WSGI
   middleware + one child span.
 
@@ -35,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import install_real_exporter
+import floor
+from common import DiscardSink, install_real_exporter
 
 from tracestitch.exporter import get_exporter
 
@@ -70,6 +73,29 @@ class SinkExporter:
             self.exporter.flush(30)
 
 
+class FloorSink:
+    """The floor's exporter (:mod:`floor`) delivering to the same kind of in-process sink:
+    installed on first use, flushed (drained) after."""
+
+    def __init__(self) -> None:
+        self.exporter: Any = None
+
+    def install(self) -> None:
+        if self.exporter is None:
+            self.exporter = floor.install(DiscardSink())
+        else:
+            self.exporter.flush(30)
+
+
+def flush_exporters(timeout: float = 30) -> None:
+    """Wait until every exporter's worker has serialized and delivered what it was given
+    (tracestitch's and the floor's): their CPU is part of each request's."""
+    get_exporter().flush(timeout)
+    floor_exporter = floor.exporter()
+    if floor_exporter is not None:
+        floor_exporter.flush(timeout)
+
+
 class _StubLangSmithClient:
     """Accepts every call LangSmith's run tree makes and drops it."""
 
@@ -89,19 +115,37 @@ async def _work(x: int) -> int:
     return x + 1
 
 
-def _asgi_app(variant: str) -> tuple[Any, Callable[[], None]]:
-    """(app, per-round reset) for one variant."""
+#: The ~5 KB JSON document the ``json5k`` handler answers with (47 catalogue items: 5,044 bytes).
+JSON_5K = {
+    "items": [
+        {
+            "id": i,
+            "sku": f"SKU-{i:06d}",
+            "name": f"Item number {i}",
+            "price": round(9.99 + i * 0.5, 2),
+            "in_stock": i % 3 != 0,
+            "tags": ["bench", "json"],
+        }
+        for i in range(47)
+    ],
+    "page": 1,
+}
+HANDLERS = ("hello", "json5k")
+
+
+def _asgi_app(variant: str, handler: str = "hello") -> tuple[Any, Callable[[], None]]:
+    """(app, per-round reset) for one variant; ``handler``: see :data:`HANDLERS`."""
     from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
     reset: Callable[[], None] = lambda: None  # noqa: E731
+    respond = _responder(handler)
 
     if variant == "bare":
 
         async def endpoint(request: Any) -> Any:
             await _work(1)
-            return PlainTextResponse("hello")
+            return respond()
 
         return Starlette(routes=[Route("/items/{item_id}", endpoint)]), reset
 
@@ -114,11 +158,23 @@ def _asgi_app(variant: str) -> tuple[Any, Callable[[], None]]:
 
         async def ts_endpoint(request: Any) -> Any:
             await child(1)
-            return PlainTextResponse("hello")
+            return respond()
 
         app = Starlette(routes=[Route("/items/{item_id}", ts_endpoint)])
         app.add_middleware(TracingMiddleware, service="bench")
         return app, sink.install
+
+    if variant == "floor":
+        floor_sink = FloorSink()
+        floor_child = floor.traceable(name="work")(_work)
+
+        async def floor_endpoint(request: Any) -> Any:
+            await floor_child(1)
+            return respond()
+
+        app = Starlette(routes=[Route("/items/{item_id}", floor_endpoint)])
+        app.add_middleware(floor.FloorMiddleware, service="bench")
+        return app, floor_sink.install
 
     if variant == "opentelemetry":
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -134,7 +190,7 @@ def _asgi_app(variant: str) -> tuple[Any, Callable[[], None]]:
         async def otel_endpoint(request: Any) -> Any:
             with tracer.start_as_current_span("work"):
                 await _work(1)
-            return PlainTextResponse("hello")
+            return respond()
 
         app = Starlette(routes=[Route("/items/{item_id}", otel_endpoint)])
         app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
@@ -149,13 +205,24 @@ def _asgi_app(variant: str) -> tuple[Any, Callable[[], None]]:
 
         async def ls_endpoint(request: Any) -> Any:
             await ls_child(1)
-            return PlainTextResponse("hello")
+            return respond()
 
         app = Starlette(routes=[Route("/items/{item_id}", ls_endpoint)])
         app.add_middleware(LangSmithMiddleware)
         return app, reset
 
     raise ValueError(variant)
+
+
+def _responder(handler: str) -> Callable[[], Any]:
+    """The handler's response, made anew per request as an app makes it."""
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    if handler == "hello":
+        return lambda: PlainTextResponse("hello")
+    if handler == "json5k":
+        return lambda: JSONResponse(JSON_5K)
+    raise ValueError(handler)
 
 
 def _asgi_driver(app: Any) -> Callable[[int], None]:
@@ -300,7 +367,11 @@ def _wsgi_driver(app: Any) -> Callable[[int], None]:
 # ---------------------------------------------------------------------------------------------
 
 HARNESSES: dict[str, tuple[Callable[[str], tuple[Any, Callable[[], None]]], Any, list[str]]] = {
-    "asgi": (_asgi_app, _asgi_driver, ["bare", "tracestitch", "opentelemetry", "langsmith"]),
+    "asgi": (
+        _asgi_app,
+        _asgi_driver,
+        ["bare", "floor", "tracestitch", "opentelemetry", "langsmith"],
+    ),
     "wsgi": (_wsgi_app, _wsgi_driver, ["bare", "tracestitch", "opentelemetry"]),
 }
 
@@ -314,7 +385,7 @@ def _measure(
     drive(n)
     # The exporter's worker serializes on its own thread: wait for it inside the timed window,
     # so all-thread CPU includes the export work (a no-op for the variants without it).
-    get_exporter().flush(30)
+    flush_exporters(30)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return wall / n * 1e6, cpu / n * 1e6
 

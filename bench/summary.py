@@ -30,7 +30,7 @@ def _middleware(rows: Rows) -> list[tuple[str, str, str]]:
         variant, harness = row.get("variant"), row.get("harness")
         if variant == "bare":
             continue
-        target = "<= 2.0x bare" if variant == "tracestitch" else "(peer)"
+        target = {"tracestitch": "<= 2.0x bare", "floor": "(reference)"}.get(variant, "(peer)")
         out.append(
             (f"{harness} middleware: {variant} CPU", f"{row['x_bare_cpu']:.2f}x bare", target)
         )
