@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench bench-stores lint typecheck unit install clean chromium node screenshot
+.PHONY: test demo bench bench-floor bench-stores lint typecheck unit install clean chromium node screenshot
 
 DEMO_STAMP := $(VENV)/.demo-installed
 
@@ -64,6 +64,12 @@ screenshot: install chromium
 bench: install
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(ARGS)
+
+# tracestitch against the floor (bench/floor.py) and the peers, callgrind instructions and
+# all-thread CPU per request and per core hop, in one run (~40 min; ARGS=--quick about 15).
+bench-floor: install
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/callgrind_floor.py --measure $(ARGS)
 
 # SQLite against PostgreSQL, one against two collectors, at 1,000,000 stored runs (~15 min).
 bench-stores: install
