@@ -197,10 +197,14 @@ def _asgi_app(variant: str, handler: str = "hello") -> tuple[Any, Callable[[], N
         return app, exporter.clear
 
     if variant == "langsmith":
+        import langsmith
         from langsmith import traceable as ls_traceable
         from langsmith.middleware import TracingMiddleware as LangSmithMiddleware
 
         client = _StubLangSmithClient()
+        # The process-wide client too: a run under a caller's (langsmith-trace) takes the
+        # global one, not the decorator's, and the real one would try the network.
+        langsmith.configure(client=client)  # type: ignore[arg-type]
         ls_child = ls_traceable(name="work", client=client)(_work)  # type: ignore[call-overload]
 
         async def ls_endpoint(request: Any) -> Any:

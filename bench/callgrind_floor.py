@@ -232,7 +232,9 @@ def _per_item(args: tuple[str, ...], low: int, high: int) -> float:
     """Instructions per item by the two-count difference (start-up cancels)."""
     lo = callgrind_instructions(__file__, *args, str(low))
     hi = callgrind_instructions(__file__, *args, str(high))
-    return (hi - lo) / (high - low)
+    per_item = (hi - lo) / (high - low)
+    print(f"  {' '.join(args)}: {per_item:,.0f} instructions", file=sys.stderr, flush=True)
+    return per_item
 
 
 def _cpu_child(args: tuple[str, ...], n: int, reps: int) -> float:
@@ -243,7 +245,9 @@ def _cpu_child(args: tuple[str, ...], n: int, reps: int) -> float:
         check=True,
         timeout=1800,
     )
-    return statistics.median(json.loads(out.stdout.strip().splitlines()[-1]))
+    median = statistics.median(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"  {' '.join(args)}: {median:.1f} µs CPU", file=sys.stderr, flush=True)
+    return median
 
 
 def _cells(cases: list[tuple[str, ...]], counts: dict[str, int], jobs: int, hop: bool) -> Any:
