@@ -60,29 +60,17 @@ _HEADERS = [
 
 
 class SinkExporter:
-    """tracestitch's real background exporter delivering to an in-process sink (see
-    ``common.install_real_exporter``): installed on first use, flushed (drained) after."""
+    """A background exporter delivering to an in-process sink: tracestitch's real one (see
+    ``common.install_real_exporter``), or what ``make`` installs (the floor's); installed on
+    first use, flushed (drained) after."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[], Any] = install_real_exporter) -> None:
+        self.make = make
         self.exporter: Any = None
 
     def install(self) -> None:
         if self.exporter is None:
-            self.exporter = install_real_exporter()
-        else:
-            self.exporter.flush(30)
-
-
-class FloorSink:
-    """The floor's exporter (:mod:`floor`) delivering to the same kind of in-process sink:
-    installed on first use, flushed (drained) after."""
-
-    def __init__(self) -> None:
-        self.exporter: Any = None
-
-    def install(self) -> None:
-        if self.exporter is None:
-            self.exporter = floor.install(DiscardSink())
+            self.exporter = self.make()
         else:
             self.exporter.flush(30)
 
@@ -165,7 +153,7 @@ def _asgi_app(variant: str, handler: str = "hello") -> tuple[Any, Callable[[], N
         return app, sink.install
 
     if variant == "floor":
-        floor_sink = FloorSink()
+        floor_sink = SinkExporter(lambda: floor.install(DiscardSink()))
         floor_child = floor.traceable(name="work")(_work)
 
         async def floor_endpoint(request: Any) -> Any:
