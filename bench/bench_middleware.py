@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor
-from common import DiscardSink, install_real_exporter
+from common import DiscardSink, asgi_scope, install_real_exporter
 
 from tracestitch.exporter import get_exporter
 
@@ -218,20 +218,7 @@ def _responder(handler: str) -> Callable[[], Any]:
 
 
 def _asgi_driver(app: Any) -> Callable[[int], None]:
-    base = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "query_string": b"q=1",
-        "root_path": "",
-        "headers": _HEADERS,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    base = asgi_scope(_HEADERS)
     request_message = {"type": "http.request", "body": b"", "more_body": False}
 
     async def receive() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import callgrind_instructions  # noqa: E402 (bench/ on the path first)
+from common import asgi_scope, callgrind_instructions  # noqa: E402 (bench/ on the path first)
 
 #: Incoming header sets: none (a new root), and a caller's run as the LangSmith SDK sends it.
 _CALLER_ORDER = (
@@ -54,20 +54,7 @@ def _drive(case: str, n: int) -> None:
 
     app, reset = bench_middleware._asgi_app("tracestitch")
     reset()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "query_string": b"q=1",
-        "root_path": "",
-        "headers": [*_BASE_HEADERS, *CASES[case]],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = asgi_scope([*_BASE_HEADERS, *CASES[case]])
     request = {"type": "http.request", "body": b"", "more_body": False}
 
     async def receive() -> dict[str, Any]:

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from callgrind_asgi import _BASE_HEADERS, CASES  # noqa: E402 (bench/ on the path first)
-from common import callgrind_instructions  # noqa: E402
+from common import asgi_scope, callgrind_instructions  # noqa: E402
 
 os.environ.setdefault("LANGSMITH_TRACING", "true")
 os.environ.setdefault("LANGSMITH_API_KEY", "bench-not-used")
@@ -93,20 +93,7 @@ def _request_driver(variant: str, handler: str, case: str) -> Callable[[int], No
 
     app, reset = bench_middleware._asgi_app(variant, handler)
     reset()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "query_string": b"q=1",
-        "root_path": "",
-        "headers": [*_BASE_HEADERS, *CASES[case]],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = asgi_scope([*_BASE_HEADERS, *CASES[case]])
     request = {"type": "http.request", "body": b"", "more_body": False}
     # OpenTelemetry's in-memory exporter keeps every span: emptied as a real exporter would be,
     # so memory (and the collector's traversals) stay flat over the run.

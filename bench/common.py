@@ -65,6 +65,25 @@ def print_table(results: list[Result]) -> None:
         print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
+def asgi_scope(headers: list[tuple[bytes, bytes]], query: bytes = b"q=1") -> dict[str, Any]:
+    """The bench's ASGI request: ``GET /items/42?q=1`` from 127.0.0.1 to 127.0.0.1:8000 with
+    ``headers`` (a template: copy it per request, as a server makes a scope per request)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/items/42",
+        "raw_path": b"/items/42",
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
 _sink_url: str | None = None
 
 

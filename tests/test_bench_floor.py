@@ -30,6 +30,7 @@ from tracestitch.tracing import traceable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import floor
+from common import asgi_scope
 
 CALLER = (
     "20240315T120000000000Z0190a4f3-7f2b-7c3d-8e4f-0123456789ab."
@@ -137,20 +138,7 @@ def _app(kind: str, handler: str = "hello") -> Any:
 
 
 def _request(app: Any, headers: list[tuple[bytes, bytes]]) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "query_string": b"q=1&api_key=sk-1",
-        "root_path": "",
-        "headers": [*BASE, *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = asgi_scope([*BASE, *headers], query=b"q=1&api_key=sk-1")
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
