@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
-from ws_app import APP_CLOSE, websocket_app
+from ws_app import APP_CLOSE, INTERNAL_ERROR, websocket_app
 
 from servers import run_uvicorn
 from tracestitch import RunTree, _guard
@@ -179,6 +179,14 @@ def test_an_exception_in_the_app_is_the_runs_error(url: str, runs: RunCollector)
     run = settled(runs, 2).one(CHAT)
     assert run.error is not None and "boom" in run.error
     assert run.outputs is not None and run.outputs["accepted"] is True
+
+
+def test_a_server_closing_with_1011_is_an_error(url: str, runs: RunCollector) -> None:
+    with connect(url + "/chat/4") as ws:
+        ws.send("fail")
+        assert closed_with(ws) == INTERNAL_ERROR
+    run = settled(runs, 1).one(CHAT)
+    assert run.error == "WebSocket closed with 1011 (internal error)"
 
 
 def test_the_disconnect_starlette_raises_after_the_client_left_is_no_error(
@@ -338,6 +346,23 @@ def test_events_are_bounded_and_counted_and_content_is_recorded_only_if_asked(
     assert len(run.events) == 3 and run.outputs is not None
     assert run.outputs["events_dropped"] == 5 + 5 - 3
     assert run.events[0]["kwargs"] == {"type": "text", "size": 2, "content": "m0"}
+
+
+def test_messages_off_keeps_only_the_counts(runs: RunCollector) -> None:
+    off = WebSocketOptions(messages="off")
+    with serving(websocket=off) as base, connect(base + "/chat/1") as ws:
+        ask(ws, "x")
+    run = settled(runs, 2).one(CHAT)
+    assert run.events == [] and run.outputs is not None
+    assert (run.outputs["messages_received"], run.outputs["messages_sent"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"), [({"messages": "all"}, "messages"), ({"max_events": -1}, "max_events")]
+)
+def test_bad_websocket_options_fail_when_the_app_is_built(bad: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        WebSocketOptions(**bad)
 
 
 def test_a_sampled_out_connection_makes_no_runs(runs: RunCollector) -> None:

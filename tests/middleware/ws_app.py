@@ -2,8 +2,8 @@
 
 - ``/chat/{room}`` (and ``/v1/rooms/{room}``, under a mount): accepts, then for each text
   message calls the traced ``shout`` and answers ``{"echo", "trace", "run"}`` (the trace and
-  run name its handler saw as current); ``"bye"`` closes with 4001, ``"boom"`` raises,
-  ``"leave"`` returns without closing; a client that leaves ends it;
+  run name its handler saw as current); ``"bye"`` closes with 4001, ``"fail"`` with 1011,
+  ``"boom"`` raises, ``"leave"`` returns without closing; a client that leaves ends it;
 - ``/strict``: echoes, letting ``WebSocketDisconnect`` propagate when the client leaves;
 - ``/reject``: closes before accepting (uvicorn answers 403); ``/deny``: a denial response
   (401); ``/health``: echoes through ``shout`` (excluded by the tests' options).
@@ -24,6 +24,7 @@ from tracestitch.middleware.asgi import TracingMiddleware
 from tracestitch.tracing import traceable
 
 APP_CLOSE = 4001
+INTERNAL_ERROR = 1011
 
 
 @traceable
@@ -55,6 +56,9 @@ async def chat(websocket: WebSocket) -> None:
             return
         if text == "boom":
             raise RuntimeError("boom")
+        if text == "fail":  # the server's own failure, said with the close code
+            await websocket.close(INTERNAL_ERROR)
+            return
         if text == "leave":
             return
         await websocket.send_text(_answer(text))
