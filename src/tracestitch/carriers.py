@@ -26,6 +26,7 @@ __all__ = [
     "MAPPING",
     "MULTIDICT",
     "PAIRS",
+    "Collected",
     "Names",
     "Shape",
     "collect_pairs",
@@ -35,6 +36,14 @@ __all__ = [
 ]
 
 Found = dict[str, list[Any]]
+
+
+class Collected(dict[str, list[Any]]):
+    """Headers already read from their carrier, every value by lower-case name: what a
+    middleware's one pass over a request's headers found, handed to
+    :func:`tracestitch.propagation.extract` so that it does not read the headers again."""
+
+    __slots__ = ()
 
 
 class Names:

@@ -14,6 +14,7 @@ Times are integer microseconds since the epoch (``start_time_us``/``end_time_us`
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 _new = object.__new__
+_time_ns = time.time_ns
 
 
 class RunTree(RunFields):
@@ -251,7 +253,8 @@ class RunTree(RunFields):
             self.tracestate = parent.tracestate
         self.start_time_us = start
         self.end_time_us = None
-        self.inputs = as_dict(inputs, "input")
+        # as_dict's common case inline: a traced call's inputs are a dict made for it.
+        self.inputs = inputs if type(inputs) is dict else as_dict(inputs, "input")
         self.execution_order = self.child_execution_order = execution_order
         self.extra = {}
         self.outputs = None
@@ -342,38 +345,57 @@ class RunTree(RunFields):
     ) -> RunTree:
         """A new run under this one: same trace, project (unless given) and exporter;
         metadata and tags inherited; start time never earlier than this run's."""
-        self.child_execution_order += 1
+        if not kwargs:
+            return self._child(name, run_type, inputs, metadata, tags, project_name)
         if "run_id" in kwargs:  # the LangSmith Python SDK's name for it
             kwargs["id"] = kwargs.pop("run_id")
-        if kwargs:
-            child = RunTree(
-                name,
-                run_type,
-                parent_run=self,
-                inputs=inputs,
-                metadata=metadata,
-                tags=tags,
-                project_name=project_name,
-                execution_order=self.child_execution_order,
-                **kwargs,
-            )
-        else:  # the path of every @traceable call and every server and client run
-            child = _new(RunTree)
-            run_id, _, now = ids.new_run_id()
-            child._fill(
-                name,
-                run_type,
-                self,
-                run_id,
-                now + self._skew_us,
-                inputs,
-                metadata,
-                tags,
-                project_name,
-                None,
-                self.child_execution_order,
-            )
+        self.child_execution_order += 1
+        child = RunTree(
+            name,
+            run_type,
+            parent_run=self,
+            inputs=inputs,
+            metadata=metadata,
+            tags=tags,
+            project_name=project_name,
+            execution_order=self.child_execution_order,
+            **kwargs,
+        )
         self._adopt(child)
+        return child
+
+    def _child(
+        self,
+        name: str,
+        run_type: str,
+        inputs: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        tags: Sequence[str] | None,
+        project_name: str | None,
+    ) -> RunTree:
+        # create_child without its keyword dict: the path of every @traceable call and every
+        # server and client run (new_run comes here).
+        self.child_execution_order += 1
+        child = _new(RunTree)
+        run_id, _, now = ids.new_run_id()
+        child._fill(
+            name,
+            run_type,
+            self,
+            run_id,
+            now + self._skew_us,
+            inputs,
+            metadata,
+            tags,
+            project_name,
+            None,
+            self.child_execution_order,
+        )
+        # _adopt inline
+        children = self._children
+        if children is None:
+            self._children = children = {}
+        children[id(child)] = child
         return child
 
     @property
@@ -393,10 +415,10 @@ class RunTree(RunFields):
     ) -> None:
         """Set outputs/error/end time (default now), merge ``metadata``, call ``on_end``."""
         if outputs is not None:
-            self.outputs = as_dict(outputs, "output")
+            self.outputs = outputs if type(outputs) is dict else as_dict(outputs, "output")
         if error is not None:
             self.error = format_error(error)
-        end = ids.now_micros() + self._skew_us if end_time is None else ids.to_micros(end_time)
+        end = _time_ns() // 1000 + self._skew_us if end_time is None else ids.to_micros(end_time)
         self.end_time_us = end if end > self.start_time_us else self.start_time_us
         if metadata:
             self.metadata.update(metadata)
@@ -437,7 +459,9 @@ class RunTree(RunFields):
             return
         dispatch("post", self, self.exporter)
         if self.end_time_us is not None:
-            self._release()
+            parent = self.parent_run  # _release inline: every traced call comes here
+            if parent is not None and parent._children:
+                parent._children.pop(id(self), None)
         if not exclude_child_runs:
             for child in self.child_runs:
                 child.post(exclude_child_runs=False)
@@ -562,9 +586,7 @@ def new_run(
     if parent is not None:
         if not isinstance(parent, RunTree):
             parent = RunTree._from_remote(parent)
-        return parent.create_child(
-            name, run_type, inputs=inputs, metadata=metadata, tags=tags, project_name=project_name
-        )
+        return parent._child(name, run_type, inputs, metadata, tags, project_name)
     run = _new(RunTree)
     run_id, _, start = ids.new_run_id() if made is None else made
     run._fill(name, run_type, None, run_id, start, inputs, metadata, tags, project_name, None, 1)

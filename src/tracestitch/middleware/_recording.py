@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from tracestitch.carriers import ENVIRON, Names, Shape
+from tracestitch.carriers import ENVIRON, Collected, Names, Shape
+from tracestitch.propagation import BAGGAGE, LANGSMITH_TRACE, TRACEPARENT, TRACESTATE
 from tracestitch.redact import REDACTED, SENSITIVE_QUERY_KEYS, QueryRedactor
 
 __all__ = [
@@ -45,7 +46,10 @@ MAX_PATH_CHARS = 2048
 MAX_QUERY_CHARS = 2048
 MAX_HEADER_CHARS = 1024
 
-_TRACE_KEYS = frozenset((b"langsmith-trace", b"traceparent"))
+#: The trace headers by their ASGI name.
+_TRACE_NAMES = {
+    name.encode("latin-1"): name for name in (LANGSMITH_TRACE, BAGGAGE, TRACEPARENT, TRACESTATE)
+}
 
 
 def readable(text: str) -> str:
@@ -105,23 +109,33 @@ class RequestRecorder:
 
     def scan_pairs(
         self, pairs: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[dict[str, str] | None, bool]:
-        """One pass over an ASGI ``headers`` list: the allow-listed headers, and whether a
-        parent header (``langsmith-trace`` / ``traceparent``) is present at all."""
+    ) -> tuple[dict[str, str] | None, Collected | None]:
+        """One pass over an ASGI ``headers`` list: the allow-listed headers, and the trace
+        headers when a parent header (``langsmith-trace`` / ``traceparent``) is among them
+        (for :func:`tracestitch.propagation.extract`, which then reads nothing again)."""
         wanted = self._header_bytes
         found: dict[str, str] | None = None
-        has_trace = False
+        trace: Collected | None = None
         for key, value in pairs:
             # ASGI servers lower-case header names, so no per-header .lower() here.
+            name = _TRACE_NAMES.get(key)
+            if name is not None:
+                if trace is None:
+                    trace = Collected()
+                values = trace.get(name)
+                if values is None:
+                    trace[name] = [value]
+                else:
+                    values.append(value)
             name = wanted.get(key)
             if name is None:
-                if key in _TRACE_KEYS:
-                    has_trace = True
                 continue
             if found is None:
                 found = {}
             self._add_header(found, name, value.decode("latin-1"))
-        return found, has_trace
+        if trace is not None and not (LANGSMITH_TRACE in trace or TRACEPARENT in trace):
+            trace = None
+        return found, trace
 
     def record(self, headers: Any, shape: Shape) -> dict[str, str] | None:
         """Allow-listed headers from ``headers`` of ``shape`` (:mod:`tracestitch.carriers`: a

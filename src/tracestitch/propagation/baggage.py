@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote_plus
 import orjson
 
 from tracestitch.propagation.headers import BAGGAGE, header_text
-from tracestitch.propagation.model import Limits, RemoteParent
+from tracestitch.propagation.model import DEFAULT_LIMITS, Limits, RemoteParent
 from tracestitch.propagation.stats import collected, count, reject
 
 if TYPE_CHECKING:
@@ -244,13 +244,23 @@ def apply_baggage(
     followed at all: it names both a project and an address, which the SDKs refuse (joining
     the trace in either destination would misfile it)."""
     values = tuple(found[BAGGAGE])
-    trust_key = trust if isinstance(trust, bool) else frozenset(trust)
     # Raw values, str or bytes (ASGI servers hand bytes over), are the cache's key; any other
     # shape is parsed each time.
-    if all(isinstance(v, (str, bytes)) for v in values):
+    if len(values) == 1 and type(values[0]) in _RAW:
+        if trust is True and limits is DEFAULT_LIMITS:
+            # The default reading, keyed by the value alone: hashing the Limits dataclass
+            # costs more than the lookup (bench/callgrind_asgi.py extract:parent).
+            fields, complaints = _parse_default(values)
+        else:
+            trust_key = trust if isinstance(trust, bool) else frozenset(trust)
+            fields, complaints = _parse_cached(values, trust_key, limits)
+        count(complaints)
+    elif all(type(v) in _RAW for v in values):
+        trust_key = trust if isinstance(trust, bool) else frozenset(trust)
         fields, complaints = _parse_cached(values, trust_key, limits)
         count(complaints)
     else:
+        trust_key = trust if isinstance(trust, bool) else frozenset(trust)
         fields = _parse_baggage(values, trust_key, limits)
     if fields is None:
         return False
@@ -296,6 +306,17 @@ def _parse_cached(
     (see docs/architecture.md, "Caches", for the figure). The complaints are counted at
     every use, so each bad header is counted however often it comes."""
     return collected(_parse_baggage, values, trust, limits)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_default(
+    values: tuple[str | bytes, ...],
+) -> tuple[_BaggageFields | None, tuple[str, ...]]:
+    """:func:`_parse_cached` for ``trust=True`` and the default limits."""
+    return collected(_parse_baggage, values, True, DEFAULT_LIMITS)
+
+
+_RAW = (bytes, str)
 
 
 @functools.lru_cache(maxsize=256)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tracestitch import ids
 from tracestitch._guard import report
-from tracestitch.carriers import collect_pairs, shape_of
+from tracestitch.carriers import Collected, collect_pairs, shape_of
 from tracestitch.propagation.baggage import OURS, apply_baggage, encode_baggage
 from tracestitch.propagation.headers import (
     BAGGAGE,
@@ -74,8 +74,12 @@ def extract(
 
 
 def _extract(headers: Any, trust: bool | Collection[str], limits: Limits) -> RemoteParent | None:
-    # An ASGI header list (every traced request) straight to its scan, one call fewer.
-    found = collect_pairs(headers, TRACE_HEADERS) if type(headers) is list else collect(headers)
+    # What a middleware collected already, or an ASGI header list straight to its scan.
+    kind = type(headers)
+    if kind is Collected:
+        found: dict[str, list[Any]] = headers
+    else:
+        found = collect_pairs(headers, TRACE_HEADERS) if kind is list else collect(headers)
     if not found:
         return None
     parent: RemoteParent | None = None

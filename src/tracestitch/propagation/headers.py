@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracestitch.carriers import Names, shape_of
+from tracestitch.carriers import Collected, Names, shape_of
 from tracestitch.propagation.stats import reject
 
 __all__ = [
@@ -38,7 +38,7 @@ def header_text(value: Any) -> str | None:
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
-            return bytes(value).decode("utf-8")
+            return (value if type(value) is bytes else bytes(value)).decode("utf-8")
         except UnicodeDecodeError:
             reject("non_utf8")
             return None
@@ -49,6 +49,8 @@ def collect(headers: Any) -> dict[str, list[Any]]:
     """The trace headers present in ``headers`` (any shape: :mod:`tracestitch.carriers`)."""
     if headers is None:
         return {}
+    if type(headers) is Collected:  # read already (a middleware's pass over the request)
+        return headers
     return shape_of(headers).collect(headers, TRACE_HEADERS)
 
 
@@ -58,14 +60,12 @@ def single(found: dict[str, list[Any]], name: str, max_len: int) -> str | None:
     values = found.get(name)
     if not values:
         return None
-    if len(values) > 1:
-        texts = {header_text(v) for v in values}
-        if len(texts) > 1:  # two different parents: ambiguous, so neither
-            reject(f"{name}_duplicate")
-            return None
+    if len(values) > 1 and len({header_text(v) for v in values}) > 1:
+        reject(f"{name}_duplicate")  # two different parents: ambiguous, so neither
+        return None
     value = values[0]
     if len(value) > max_len:  # checked before decoding: a 100 KB value costs nothing
         reject(f"{name}_too_large")
         return None
-    decoded = header_text(value)
+    decoded = value if type(value) is str else header_text(value)
     return decoded.strip() if decoded is not None else None
