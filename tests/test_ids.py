@@ -137,3 +137,79 @@ def test_parse_dotted_order_takes_only_ascii_digits(zero: int) -> None:
             ids.parse_dotted_order(f"{foreign}{U1}")
         with pytest.raises(ids.DottedOrderError):
             ids.parse_dotted_order(f"{T0}{U1}.{foreign}{U2}")
+
+
+def test_new_run_ids_are_unique_ordered_and_real_uuid7s() -> None:
+    made = [ids.new_run_id() for _ in range(5000)]
+    run_ids = [m[0] for m in made]
+    assert len({m[1] for m in made}) == len(made)
+    assert run_ids == sorted(run_ids)  # one thread: creation order, within a millisecond too
+    for run_id, text, start in made[:50]:
+        assert str(run_id) == text == str(uuid.UUID(text))
+        assert run_id.version == 7 and run_id.variant == uuid.RFC_4122
+        assert run_id.int >> 80 == start // 1000
+
+
+def test_a_forked_child_draws_other_ids() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, ",".join(ids.new_run_id()[1] for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split(",")
+    os.waitpid(pid, 0)
+    ours = [ids.new_run_id()[1] for _ in range(3)]
+    # Same millisecond or not, the 74 bits after the time differ: the child restarted its
+    # counter at a new random point.
+    assert len(child) == 3
+    assert not {c[15:] for c in child} & {o[15:] for o in ours}
+
+
+def test_a_run_id_made_from_text_is_a_uuid_in_every_respect() -> None:
+    import pickle
+
+    run_id = ids.new_run_id()[0]
+    plain = uuid.UUID(str(run_id))
+    assert run_id == plain and plain == run_id and hash(run_id) == hash(plain)
+    assert run_id.int == plain.int and run_id.hex == plain.hex and run_id.bytes == plain.bytes
+    assert run_id.is_safe is uuid.SafeUUID.unknown
+    assert {plain: 1}[run_id] == 1
+    assert pickle.loads(pickle.dumps(run_id)) == plain
+    assert repr(run_id) == f"UUID({str(plain)!r})"
+    with pytest.raises(AttributeError):
+        run_id.nothing  # noqa: B018
+    with pytest.raises(TypeError):
+        run_id.int = 5  # type: ignore[misc]  # immutable, as uuid.UUID
+
+
+@pytest.mark.parametrize(
+    ("trace_hex", "span_hex"),
+    [
+        ("0x" + "a" * 30, None),
+        ("4bf92f3577b34da6_3ce929d0e0e4736", None),
+        (" " + "a" * 31, None),
+        ("a" * 32, "0x" + "b" * 14),
+        ("a" * 32, "b" * 15),
+        ("g" * 32, None),
+    ],
+)
+def test_uuid_from_w3c_takes_only_hex(trace_hex: str, span_hex: str | None) -> None:
+    # int(x, 16) takes "0x", "_" and spaces: the text made from these would be no UUID.
+    with pytest.raises(ValueError, match="hex digits"):
+        ids.uuid_from_w3c(trace_hex, span_hex)
+
+
+def test_timestamps_of_different_days_parse_apart() -> None:
+    # The day of the last parse is remembered: the next one of another day must not reuse it,
+    # and an impossible date is still refused after a good one of the same month.
+    a = ids.parse_dotted_order(f"20240315T235959999999Z{U1}")[1]
+    b = ids.parse_dotted_order(f"20240316T000000000000Z{U1}")[1]
+    assert b - a == 1
+    assert a == ids.to_micros("2024-03-15T23:59:59.999999+00:00")
+    with pytest.raises(ids.DottedOrderError):
+        ids.parse_dotted_order(f"20240231T000000000000Z{U1}")

@@ -134,3 +134,39 @@ def test_capture_runs_leaves_no_listener_behind() -> None:
     with capture_runs():
         assert len(exporter._listeners) == before + 1
     assert len(exporter._listeners) == before
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [(b"langsmith-trace", b"20240315T120000000000Z0190a4f3-7f2b-7c3d-8e4f-0123456789ab")],
+        [
+            (b"traceparent", b"00-0190a4f37f2b7c3d8e4f0123456789ab-8e4f0123456789ac-01"),
+            (b"tracestate", b"vendor=opaque-value"),
+            (b"baggage", b"langsmith-tags=a%2Cb"),
+        ],
+        [  # two different parents: ambiguous, so none, whichever way the headers are read
+            (b"langsmith-trace", b"20240315T120000000000Z0190a4f3-7f2b-7c3d-8e4f-0123456789ab"),
+            (b"langsmith-trace", b"20240315T120000000000Z0190a4f3-7f2b-7c3d-8e4f-0123456789ac"),
+        ],
+        [(b"baggage", b"langsmith-tags=a"), (b"user-agent", b"ua")],  # no parent header
+    ],
+)
+def test_the_trace_headers_scanned_once_read_as_the_list_itself(pairs: list) -> None:
+    from tracestitch.propagation import extract
+
+    tracer = ServerTracer(MiddlewareOptions(record_headers=["user-agent", "baggage"]))
+    recorded, trace = tracer.recorder.scan_pairs([(b"host", b"h"), *pairs])
+    has_parent = any(k in (b"langsmith-trace", b"traceparent") for k, _ in pairs)
+    assert (trace is not None) == has_parent
+    if trace is not None:
+        a, b = extract(trace), extract(pairs)
+        if a is None or b is None:
+            assert a is b is None
+        else:  # a W3C parent's order is made at "now": its ids and context must match
+            a.dotted_order, a.start_us = b.dotted_order, b.start_us
+            assert a == b
+    # A trace header on the allow-list is recorded too.
+    assert recorded is None or "host" not in recorded
+    if any(k == b"baggage" for k, _ in pairs):
+        assert recorded is not None and "baggage" in recorded

@@ -102,7 +102,7 @@ class Batcher:
         self.max_queue_bytes = max_queue_bytes
         self._clock = clock
         # (op, run id as an int: hashing a UUID object is a Python-level call) -> its ops.
-        self._open: dict[tuple[str, int], list[WireOp]] = {}
+        self._open: dict[tuple[str, str], list[WireOp]] = {}
         self._open_bytes = 0
         self._open_count = 0
         self._open_since = 0.0
@@ -192,7 +192,8 @@ class Batcher:
 
     def _serialize(self, op: Op, run: RunTree) -> int:
         """Add the run's ops to the open batch; returns the bytes they serialized to."""
-        run_key = run.id.int
+        # The id's text, not its int: a RunId made from text computes its int only when asked.
+        run_key = str(run.id)
         if op == "patch":
             key = ("post", run_key)
             posted = self._open.get(key)
@@ -212,7 +213,7 @@ class Batcher:
         return size
 
     def _insert(
-        self, key: tuple[str, int], ops: list[WireOp], size: int, *, accounted: bool = False
+        self, key: tuple[str, str], ops: list[WireOp], size: int, *, accounted: bool = False
     ) -> None:
         """Add ``ops`` (``size`` bytes; ``accounted``: already in the ledger's mem_bytes) to
         the open batch."""
@@ -229,7 +230,7 @@ class Batcher:
         self._unaccounted += charge
 
     def _replace_open(
-        self, key: tuple[str, int], ops: list[WireOp], size: int, charge: int
+        self, key: tuple[str, str], ops: list[WireOp], size: int, charge: int
     ) -> None:
         """Put ``ops`` in place of the open ops under ``key``, whose bytes leave memory;
         ``charge`` is what of ``size`` the ledger does not count yet."""

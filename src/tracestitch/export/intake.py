@@ -93,9 +93,9 @@ class Intake:
         # *this object* being serialized later, and the queue keeps it alive (so its id()
         # cannot be reused) until take() removes it from here.
         self._posts: set[int] = set()
-        # Operations their caller serialized because the queue was full: (op, run id as an
-        # int, ops, bytes), already counted in the ledger's mem_bytes.
-        self.ready: deque[tuple[Op, int, list[WireOp], int]] = deque()
+        # Operations their caller serialized because the queue was full: (op, run id text, ops,
+        # bytes), already counted in the ledger's mem_bytes.
+        self.ready: deque[tuple[Op, str, list[WireOp], int]] = deque()
         # What they hold, charged against half the queue's share (on top of it: a full queue is
         # why they are here) and against the whole bound like any serialized bytes.
         self.ready_bytes = 0
@@ -132,7 +132,7 @@ class Intake:
                 ledger.settle(1, "coalesced")
         return None
 
-    def put_serialized(self, op: Op, run_key: int, ops: list[WireOp]) -> bool:
+    def put_serialized(self, op: Op, run_key: str, ops: list[WireOp]) -> bool:
         """Queue ``ops`` serialized by their caller (see the module docstring); ``False`` when
         even their bytes do not fit the bound (the caller drops them, counted)."""
         # The bytes plus the objects holding them (WireOp, list, tuple: ~250 bytes by getsizeof).
@@ -150,7 +150,7 @@ class Intake:
             self.ready.append((op, run_key, ops, size))
         return True
 
-    def pop_ready(self) -> tuple[Op, int, list[WireOp], int]:
+    def pop_ready(self) -> tuple[Op, str, list[WireOp], int]:
         """The oldest caller-serialized operation and its bytes, which the ledger still counts;
         the object overhead it was charged while waiting here is given back now, so from here
         on its size is its ops' sizes, as for any serialized op."""

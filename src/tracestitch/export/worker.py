@@ -197,7 +197,7 @@ class BatchExporter:
         except Exception as exc:
             report_internal("export.serialize", exc)
             return False
-        if not self._intake.put_serialized(op, run.id.int, ops):
+        if not self._intake.put_serialized(op, str(run.id), ops):
             return False
         self._ledger.count("serialized_by_caller")
         self._ledger.wake.set()  # the worker is behind: have it look now
