@@ -101,8 +101,8 @@ class WebSocketTracer:
                 tracer.learn_app(app)
         path: str = scope["path"]
         pairs = scope.get("headers") or ()
-        headers, has_trace = tracer.recorder.scan_pairs(pairs)
-        parent = tracer.decide(METHOD, path, pairs, has_trace)
+        headers, trace = tracer.recorder.scan_pairs(pairs)
+        parent = tracer.decide(METHOD, path, trace, trace is not None)
         if parent is None or isinstance(parent, Untraced):
             return parent
         raw_query = scope.get("query_string")
