@@ -326,12 +326,6 @@ def _parse_timestamp(ts: str) -> int:
     return cached[1] + ((h * 60 + m) * 60 + s) * 1_000_000 + us
 
 
-def _uuid_from_hyphenated(text: str) -> RunId:
-    # Only for text the dotted-order regex has validated. An upstream may write upper case; a
-    # UUID's text is lower case.
-    return _id_from_text(text.lower())
-
-
 def parse_dotted_order(
     order: str, max_depth: int = MAX_DOTTED_ORDER_DEPTH
 ) -> tuple[list[str], int, RunId, RunId, RunId | None]:
@@ -358,11 +352,12 @@ def parse_dotted_order(
             raise DottedOrderError("malformed dotted-order segment")
     last = segments[-1]
     start = _parse_timestamp(last)
-    run_id = _uuid_from_hyphenated(last[TIMESTAMP_LENGTH:])
+    # The regex has validated the ids; an upstream may write upper case, a UUID's text is not.
+    run_id = _id_from_text(last[TIMESTAMP_LENGTH:].lower())
     if depth == 1:
         return segments, start, run_id, run_id, None
-    trace_id = _uuid_from_hyphenated(segments[0][TIMESTAMP_LENGTH:])
-    parent = _uuid_from_hyphenated(segments[-2][TIMESTAMP_LENGTH:])
+    trace_id = _id_from_text(segments[0][TIMESTAMP_LENGTH:].lower())
+    parent = _id_from_text(segments[-2][TIMESTAMP_LENGTH:].lower())
     return segments, start, trace_id, run_id, parent
 
 

@@ -301,7 +301,7 @@ class RunTree(RunFields):
                 remote.parent_run_id,
             )
         run.start_time_us = remote.start_us
-        now = ids.now_micros()
+        now = _time_ns() // 1000
         # The caller's clock runs ahead of ours: shift our subtree by the difference, so the
         # children start after the parent (as LangSmith requires) and keep their real durations.
         run._skew_us = remote.start_us - now if remote.start_us > now else 0
@@ -309,7 +309,12 @@ class RunTree(RunFields):
         if remote.metadata:
             run.metadata = {**remote.metadata, **run.metadata} if run.metadata else remote.metadata
         if remote.tags:
-            run.tags = [*remote.tags, *(t for t in run.tags if t not in remote.tags)]
+            tags = run.tags
+            run.tags = (
+                [*remote.tags, *(t for t in tags if t not in remote.tags)]
+                if tags
+                else [*remote.tags]
+            )
         if remote.project_name and "project_name" not in inherit:
             run.project_name = remote.project_name
         if remote.replicas:
