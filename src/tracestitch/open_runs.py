@@ -8,10 +8,11 @@ for good if it never does. So those call sites register their run here when it s
 calls :func:`sweep` about once a second: a run open longer than the threshold is posted as it
 is, and at its end it goes out as a patch instead of a post.
 
-The cost on the request path is a weak reference and a dict store at start and one uncontended
-lock at end. At most :data:`MAX_WATCHED` runs are watched at once; runs beyond that are shipped
-at their end as usual. The sweep is process-wide: any exporter's worker that sweeps posts every
-watched run that is old enough, to that run's own exporter.
+The cost on the request path is a weak reference and a dict store at start and a dict pop at
+end (the lock only for a run a sweep has claimed). At most :data:`MAX_WATCHED` runs are watched
+at once; runs beyond that are shipped at their end as usual. The sweep is process-wide: any
+exporter's worker that sweeps posts every watched run that is old enough, to that run's own
+exporter.
 
 Example::
 
@@ -72,11 +73,19 @@ def _ask_for_exporter() -> None:
 
 def ship(run: RunTree) -> None:
     """Hand an ended run to its exporter: a post, or a patch when a sweep already posted it
-    while it was open. Under the lock, which a sweep holds while it posts, so the end can
-    neither post a run a sweep posts too nor overtake the sweep's post with its patch."""
+    while it was open. A run is claimed by one side only, the end or a sweep (each pops it
+    from the watched runs); a sweep holds the lock from its claim until it has posted the run,
+    and an end that finds its run claimed waits for that lock: it can neither post a run a
+    sweep posts too nor overtake the sweep's post with its patch."""
     key = id(run)
+    # Claimed here, by one atomic pop, before any sweep claimed it: no sweep can post it now,
+    # so it is posted whole without the lock (every short run). Else a sweep may hold it:
+    # the lock waits until that sweep has posted it and said so in _posted.
+    ref = _open.pop(key, None)
+    if ref is not None and ref() is run:
+        run.post()
+        return
     with _lock:
-        _open.pop(key, None)
         ref = _posted.pop(key, None)
         posted = ref is not None and ref() is run
     if posted:
@@ -95,11 +104,12 @@ def sweep(min_age_s: float, now_us: int | None = None) -> int:
         for key, ref in list(_open.items()):
             run = ref()
             if run is None:  # abandoned and collected
-                del _open[key]
+                _open.pop(key, None)
                 continue
             if run.start_time_us > oldest_start:
                 continue
-            del _open[key]
+            if _open.pop(key, None) is None:
+                continue  # its end claimed it meanwhile (ship() pops without the lock)
             # An ended run is about to be shipped by its end (after this lock): as a post. (A
             # caller's stand-in is never here: only runs this process starts are watched.)
             if run.end_time_us is not None or not run.tracing_enabled:

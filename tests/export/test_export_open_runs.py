@@ -250,3 +250,35 @@ def test_a_run_abandoned_without_ending_is_not_kept_alive() -> None:
     assert ref() is None
     open_runs.sweep(1.0, now_us=10_000_000)
     assert open_runs.watched() == 0
+
+
+def test_an_end_while_the_sweep_posts_its_run_waits_and_patches() -> None:
+    # The end pops its run without the lock; one the sweep has claimed is not there, and the
+    # end must then wait for the sweep's post instead of posting the run a second time.
+    gated = Gated()
+    run = _run(gated, 1_000_000_000)
+    open_runs.watch(run)
+    sweeper = threading.Thread(target=open_runs.sweep, args=(1.0, 1_000_000_000 + 5_000_000))
+    sweeper.start()
+    assert gated.entered.wait(10)  # the sweep is inside its post of the open run
+    run.end()
+    ender = threading.Thread(target=open_runs.ship, args=(run,))
+    ender.start()
+    ender.join(0.5)  # bounded: it must still be waiting for the sweep's lock
+    waited = ender.is_alive()
+    gated.release.set()
+    sweeper.join(10)
+    ender.join(10)
+    assert waited
+    assert [op for op, _, _ in gated.ops] == ["post", "patch"]
+
+
+def test_an_end_that_claims_its_run_first_leaves_the_sweep_nothing() -> None:
+    gated = Gated()
+    run = _run(gated, 1_000_000_000)
+    open_runs.watch(run)
+    run.end()
+    open_runs.ship(run)
+    assert open_runs.sweep(1.0, 1_000_000_000 + 5_000_000) == 0
+    assert [op for op, _, _ in gated.ops] == ["post"]
+    assert open_runs.watched() == 0
