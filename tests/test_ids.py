@@ -213,3 +213,11 @@ def test_timestamps_of_different_days_parse_apart() -> None:
     assert a == ids.to_micros("2024-03-15T23:59:59.999999+00:00")
     with pytest.raises(ids.DottedOrderError):
         ids.parse_dotted_order(f"20240231T000000000000Z{U1}")
+
+
+def test_ids_of_one_process_differ_in_their_high_half() -> None:
+    # The collector tells the stand-in id of a W3C span (the trace id's high 64 bits and the
+    # span id) from a run's by the high half: no two ids made here may share it, even within
+    # one millisecond (collector/tree.py).
+    made = [ids.new_run_id()[0] for _ in range(3000)]
+    assert len({u.int >> 64 for u in made}) == len(made)

@@ -12,9 +12,10 @@ exists.
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 import re
+import threading
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -59,33 +60,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 # ---------------------------------------------------------------------------------------------
 # UUIDv7 (RFC 9562): 48-bit unix ms | ver 7 | 12-bit rand_a | variant | 62-bit rand_b.
-# rand_a and rand_b together (74 bits) come from one process-wide counter that starts at a random
-# point (RFC 9562 6.2, method 2, "monotonic random", with the increment 1 and no reseed per
-# millisecond): ids made in one thread sort in creation order even within one millisecond
-# (siblings with a clamped, equal start time still sort causally in a dotted order), two
-# processes' ranges collide with odds ~n/2^74, and the low 64 bits (W3C span ids) stay unique.
-# next() on itertools.count is atomic under the GIL: no lock. A forked child restarts the
-# counter at a new random point (below). bench/callgrind_asgi.py: this and the text made from
-# the bytes' hex took new_run_id from 20,500 to about 6,000 instructions.
+# rand_a is a per-millisecond counter started at a random point, so ids made in one process sort
+# in creation order even within one millisecond (siblings with a clamped, equal start time still
+# sort causally in a dotted order), and no two of them share their high 64 bits (the collector
+# tells a W3C span's stand-in id, the trace id's high half, from a run's by them:
+# collector/tree.py). The lock keeps the counter monotonic across threads; it is uncontended in
+# practice. rand_b is random: the low 64 bits are the W3C span id.
 # ---------------------------------------------------------------------------------------------
-_COUNTER_BITS = (1 << 74) - 1
-_RAND_B_BITS = (1 << 62) - 1
+_uuid_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+_rand = random.Random()  # seeded from os.urandom; reseeded in forked children below
 _VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
 _new_uuid = uuid.UUID.__new__
 _set = object.__setattr__
 _SAFE = uuid.SafeUUID.unknown
 
 
-def _new_counter() -> itertools.count[int]:
-    return itertools.count(int.from_bytes(os.urandom(10), "big") & _COUNTER_BITS)
-
-
-_sequence = _new_counter()
-
-
 def _reseed_after_fork() -> None:
-    global _sequence
-    _sequence = _new_counter()
+    global _rand, _uuid_lock
+    _rand = random.Random()
+    _uuid_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -139,8 +134,20 @@ def run_id(value: uuid.UUID | str) -> RunId:
 
 
 def _uuid7_value(ms: int) -> int:
-    c = next(_sequence) & _COUNTER_BITS
-    return (ms << 80) | _VERSION_AND_VARIANT | ((c >> 62) << 64) | (c & _RAND_B_BITS)
+    global _last_ms, _counter
+    with _uuid_lock:
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = _rand.getrandbits(11)  # leaves room for >2000 ids in the same ms
+        else:
+            ms = _last_ms
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms = ms = ms + 1
+                _counter = 0
+        rand_a = _counter
+        rand_b = _rand.getrandbits(62)
+    return (ms << 80) | _VERSION_AND_VARIANT | (rand_a << 64) | rand_b
 
 
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
@@ -157,12 +164,7 @@ def new_run_id() -> tuple[RunId, str, int]:
     """A fresh UUIDv7, its canonical text, and now in µs since the epoch, from one clock read:
     what every new run needs (the text goes into its dotted order and, later, on the wire)."""
     ns = time.time_ns()
-    c = next(_sequence) & _COUNTER_BITS
-    h = (
-        (((ns // 1_000_000) << 80) | _VERSION_AND_VARIANT | ((c >> 62) << 64) | (c & _RAND_B_BITS))
-        .to_bytes(16, "big")
-        .hex()
-    )
+    h = _uuid7_value(ns // 1_000_000).to_bytes(16, "big").hex()
     text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     u = _new_uuid(RunId)
     _set(u, "text", text)
