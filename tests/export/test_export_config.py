@@ -98,7 +98,11 @@ def test_console_sink_prints_a_tree() -> None:
     exp.flush(5)
     exp.shutdown()
     text = stream.getvalue()
-    assert "GET /checkout  chain" in text and "└── summarise  llm" in text and "ERROR" in text
+    assert "GET /checkout  chain" in text
+    assert "└── summarise  llm" in text and "  error  ValueError: boom" in text
+    # The status words of the collector, its viewer and the CLI (one definition: status.py).
+    lines = text.splitlines()
+    assert lines[1].endswith("  success") and "ERROR" not in text
 
 
 def test_dumps_never_raises() -> None:

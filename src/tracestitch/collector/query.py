@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tracestitch.status import STATUS_WORDS
+
 __all__ = [
     "MIN_PREFIX",
     "SORTS",
@@ -21,7 +23,8 @@ __all__ = [
 MIN_PREFIX = 8
 _PREFIX = re.compile(r"[0-9a-f-]+")
 
-STATUSES = ("success", "error", "pending")
+#: The ``status`` filter's values: the one set of status words (:mod:`tracestitch.status`).
+STATUSES = STATUS_WORDS
 
 
 @dataclass

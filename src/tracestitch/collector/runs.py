@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracestitch.status import status_of
+
 from .ingest import parse_time_us
 
 __all__ = ["error_summary", "merge_run", "overlay", "run_service", "run_status", "time_us"]
@@ -53,7 +55,7 @@ def run_service(run: dict[str, Any]) -> str | None:
 
 def run_status(run: dict[str, Any], end_us: int | None) -> str:
     """``error`` if the run reports one, else ``success`` once it has ended, else ``pending``."""
-    return "error" if run.get("error") else ("success" if end_us is not None else "pending")
+    return status_of(run.get("error"), end_us is not None)
 
 
 def time_us(value: Any) -> int | None:

@@ -10,6 +10,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from tracestitch.status import ERROR, PENDING, STATUS_WORDS, SUCCESS
+
 from .runs import error_summary
 
 __all__ = ["STATUS_WORDS", "error_summary", "render_trace", "render_trace_line"]
@@ -21,13 +23,8 @@ _RED = "\x1b[31m"
 _GREEN = "\x1b[32m"
 _YELLOW = "\x1b[33m"
 _SERVICE_COLOURS = ("\x1b[36m", "\x1b[35m", "\x1b[34m", "\x1b[33m", "\x1b[32m", "\x1b[96m")
-#: The words for a run's or trace's status: the API's own, in the CLI and the viewer alike.
-STATUS_WORDS = ("success", "error", "pending")
-_STATUS = {
-    "success": ("success", _GREEN),
-    "error": ("error", _RED),
-    "pending": ("pending", _YELLOW),
-}
+# The status words (tracestitch.status: the API's own, in the CLI and the viewer alike).
+_STATUS = {SUCCESS: (SUCCESS, _GREEN), ERROR: (ERROR, _RED), PENDING: (PENDING, _YELLOW)}
 #: Characters of one input, output or metadata document shown by ``show --detail``.
 _DETAIL_LIMIT = 4000
 

@@ -11,10 +11,13 @@ Example::
 prints::
 
     trace 0190f2d4-...  project=default
-    GET /checkout  chain  120.3 ms
-    ├── POST /orders  chain  80.1 ms
-    │   └── summarise  llm  50.0 ms  ERROR ValueError: boom
-    └── render  chain  2.0 ms
+    GET /checkout  chain  120.3 ms  success
+    ├── POST /orders  chain  80.1 ms  success
+    │   └── summarise  llm  50.0 ms  error  ValueError: boom
+    └── render  chain  2.0 ms  success
+
+Each run's status is one of the words the collector, its viewer and the CLI use
+(:mod:`tracestitch.status`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, TextIO
 
 from tracestitch import ids
 from tracestitch.export.wire import WireOp
+from tracestitch.status import status_of
 
 __all__ = ["ConsoleSink"]
 
@@ -84,9 +88,10 @@ class ConsoleSink:
         lines = [f"trace {root.get('trace_id')}  project={root.get('session_name')}"]
 
         def describe(run: dict[str, Any]) -> str:
-            text = f"{run.get('name')}  {run.get('run_type')}  {_ms(run)}"
+            status = status_of(run.get("error"), bool(run.get("end_time")))
+            text = f"{run.get('name')}  {run.get('run_type')}  {_ms(run)}  {status}"
             if run.get("error"):
-                text += "  ERROR " + str(run["error"]).split("\n", 1)[0][:120]
+                text += "  " + str(run["error"]).split("\n", 1)[0][:120]
             return text
 
         def walk(run: dict[str, Any], prefix: str) -> None:

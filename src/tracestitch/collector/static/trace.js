@@ -105,7 +105,7 @@
     if (usage) label.append(el("span", { class: "run-meta muted", text: usage }));
     if (run.feedback && run.feedback.length) label.append(el("span", { class: "flag flag-feedback", text: `feedback ${run.feedback.length}`, title: run.feedback.map((f) => f.key).join(", ") }));
     if (run.status === "error") label.append(el("span", { class: "flag flag-error", text: "error" }));
-    if (isOpen(run)) label.append(el("span", { class: "flag flag-running", text: "running" }));
+    if (isOpen(run)) label.append(el("span", { class: "flag flag-running", text: "pending", title: "not ended yet" }));
     if (run.orphan) label.append(el("span", { class: "flag flag-orphan", text: "orphan", title: "its parent run never arrived" }));
     if (run.parent_outside) label.append(el("span", { class: "flag flag-outside", text: "parent outside tracestitch", title: "called through a service tracestitch does not see (OpenTelemetry)" }));
     if (run.skew_us) label.append(el("span", { class: "flag flag-skew", text: `skew −${ms(run.skew_us / 1000)}`, title: "starts before its parent: the machines' clocks disagree" }));
