@@ -19,7 +19,7 @@ from tracestitch.collector.ingest import validate_op
 from tracestitch.testing import CollectorProcess
 
 sys.path.insert(0, str(Path(__file__).parent / "collector"))
-from collector_helpers import make_run, three_service_trace, wire
+from collector_helpers import BOUNDARY, make_run, multipart_body, three_service_trace, wire
 
 CLI = [sys.executable, "-m", "tracestitch.cli"]
 # What the LangSmith SDK records for an exception raised in async code: repr, then a
@@ -157,6 +157,80 @@ def test_export_import_and_a_rejected_key(
         assert main(["import", str(exported), *url, "--api-key", key]) == 0
         assert main(["show", trace_id[:8], *url, "--api-key", key]) == 0
         assert capsys.readouterr().out == copied
+
+
+def test_export_and_import_carry_attachments_and_feedback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Through real `tracestitch serve` processes: out of one with `export --url`, into another
+    # with `import --url` (one /runs/multipart request), and into a database file directly.
+    runs = three_service_trace()
+    root, llm = runs[0], runs[3]
+    png = bytes(range(256)) * 4  # not text: every byte value survives
+    note = '\u00e9t\u00e9 "quoted"\n'.encode()
+    key = "export-key"
+    source_db, served_db = tmp_path / "source.db", tmp_path / "served.db"
+    with CollectorProcess(source_db, api_key=key) as source:
+        headers = {"x-api-key": key}
+        body = multipart_body(
+            [(f"post.{r['id']}", json.dumps(wire(r)).encode(), "application/json") for r in runs]
+            + [
+                (f"attachment.{llm['id']}.screenshot.png", png, "image/png"),
+                (f"attachment.{llm['id']}.notes", note, "text/plain"),
+            ]
+        )
+        sent = httpx.post(
+            source.url + "/runs/multipart",
+            content=body,
+            headers={**headers, "content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        assert sent.status_code in (200, 202), sent.text
+        for target, score in ((root, 1), (llm, 0.25)):
+            answer = httpx.post(
+                source.url + "/feedback",
+                json={"run_id": target["id"], "key": "helpful", "score": score, "comment": "ok"},
+                headers=headers,
+            )
+            assert answer.status_code == 200, answer.text
+        exported = tmp_path / "trace.json"
+        url = ["--url", source.url, "--api-key", key]
+        assert main(["export", str(root["id"])[:8], *url, "-o", str(exported)]) == 0
+        assert "5 runs, 2 attachments and 2 feedback" in capsys.readouterr().err
+    doc = json.loads(exported.read_text())
+    assert {(a["run_id"], a["name"]) for a in doc["attachments"]} == {
+        (llm["id"], "screenshot.png"),
+        (llm["id"], "notes"),
+    }
+    assert sorted(f["score"] for f in doc["feedback"]) == [0.25, 1]
+
+    with CollectorProcess(served_db, api_key=key) as served:
+        url = ["--url", served.url, "--api-key", key]
+        assert main(["import", str(exported), *url]) == 0
+        trace = httpx.get(f"{served.url}/api/traces/{root['id']}", headers=headers).json()
+        by_id = {r["id"]: r for r in trace["runs"]}
+        assert set(by_id) == {r["id"] for r in runs}
+        attachments = by_id[llm["id"]]["attachments"]
+        assert set(attachments) == {"screenshot.png", "notes"}
+        for name, data in (("screenshot.png", png), ("notes", note)):
+            got = httpx.get(served.url + attachments[name]["presigned_url"], headers=headers)
+            assert got.status_code == 200 and got.content == data
+        assert got.headers["x-original-content-type"] == "text/plain"
+        assert [f["score"] for f in by_id[llm["id"]]["feedback"]] == [0.25]
+        assert [f["key"] for f in by_id[root["id"]]["feedback"]] == ["helpful"]
+        # Exported again from where it was imported: the same document.
+        assert main(["export", str(root["id"]), *url]) == 0
+        assert json.loads(capsys.readouterr().out) == doc
+
+    # Into a database file, and out of it: the same document again.
+    other = tmp_path / "other.db"
+    Store(other).close()
+    assert main(["import", str(exported), "--db", str(other)]) == 0
+    assert main(["export", str(root["id"]), "--db", str(other)]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+    doc["attachments"][0]["data_base64"] = "not base64!"
+    exported.write_text(json.dumps(doc))
+    assert main(["import", str(exported), "--db", str(other)]) == 2
+    assert "attachments[0].data_base64: not base64" in capsys.readouterr().err
 
 
 def test_piped_to_head_ends_quietly(tmp_path: Path) -> None:

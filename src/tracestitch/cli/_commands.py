@@ -88,8 +88,9 @@ def cmd_traces(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_trace(args: argparse.Namespace) -> dict[str, Any] | None:
-    doc = open_source(args).trace(args.trace_id)
+def _load_trace(args: argparse.Namespace, *, export: bool = False) -> dict[str, Any] | None:
+    source = open_source(args)
+    doc = source.export(args.trace_id) if export else source.trace(args.trace_id)
     if doc is None:
         print(
             f"no trace {args.trace_id}; list the stored ones with `tracestitch traces`",
@@ -112,15 +113,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tracestitch.collector.transfer import export_document
-
-    doc = _load_trace(args)
+    doc = _load_trace(args, export=True)
     if doc is None:
         return 1
-    text = json.dumps(export_document(doc), indent=2, ensure_ascii=False, default=str)
+    text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
     if args.output and args.output != "-":
         Path(args.output).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {len(doc['runs'])} runs to {args.output}", file=sys.stderr)
+        print(
+            f"wrote {len(doc['runs'])} runs, {len(doc['attachments'])} attachments and"
+            f" {len(doc['feedback'])} feedback to {args.output}",
+            file=sys.stderr,
+        )
     else:
         print(text)
     return 0
@@ -128,16 +131,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from tracestitch.collector.ingest import IngestError
-    from tracestitch.collector.transfer import import_ops
+    from tracestitch.collector.transfer import import_batch
 
     source = open_source(args)
     for name in args.files:
         try:
             text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-            ops = import_ops(json.loads(text), name)
+            batch = import_batch(json.loads(text), name)
         except (OSError, ValueError, IngestError) as exc:
             raise CLIError(f"cannot import {name}: {exc}") from None
-        count = source.post([op.data for op in ops])
+        count = source.load(batch)
         print(f"imported {count} runs from {name}", file=sys.stderr)
     return 0
 

@@ -7,7 +7,10 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tracestitch.collector.multipart import MultipartBatch
 
 
 class CLIError(Exception):
@@ -19,7 +22,9 @@ class Source(Protocol):
 
     def trace(self, ref: str) -> dict[str, Any] | None: ...
 
-    def post(self, runs: list[dict[str, Any]]) -> int: ...
+    def export(self, ref: str) -> dict[str, Any] | None: ...
+
+    def load(self, batch: MultipartBatch) -> int: ...
 
 
 class DbSource:
@@ -61,14 +66,14 @@ class DbSource:
             return None
         return build_trace(trace_id, runs, self.store.trace_summary(trace_id))
 
-    def post(self, runs: list[dict[str, Any]]) -> int:
-        from tracestitch.collector.ingest import IngestError, validate_op
+    def export(self, ref: str) -> dict[str, Any] | None:
+        from tracestitch.collector.transfer import export_document
 
-        try:
-            ops = [validate_op("post", run, f"runs[{i}]") for i, run in enumerate(runs)]
-        except IngestError as exc:
-            raise CLIError(str(exc)) from None
-        return self.store.ingest(ops)
+        doc = self.trace(ref)
+        return export_document(doc, self.store.get_attachment) if doc is not None else None
+
+    def load(self, batch: MultipartBatch) -> int:
+        return self.store.ingest(batch.ops, batch.attachments, batch.feedback)
 
 
 class HttpSource:
@@ -76,15 +81,15 @@ class HttpSource:
         self.url = url.rstrip("/")
         self.api_key = api_key
 
-    def _get(self, path: str, body: Any = None) -> Any:
+    def _get(self, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         import urllib.error
         import urllib.request
 
         headers = {"accept": "application/json"}
         data = None
         if body is not None:
-            data = json.dumps(body).encode()
-            headers["content-type"] = "application/json"
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["content-type"] = content_type
         request = urllib.request.Request(self.url + path, data=data, headers=headers)
         if self.api_key:
             request.add_header("x-api-key", self.api_key)
@@ -134,9 +139,18 @@ class HttpSource:
         doc = self._get(f"/api/traces/{quote(ref, safe='')}")
         return doc if isinstance(doc, dict) else None
 
-    def post(self, runs: list[dict[str, Any]]) -> int:
-        self._get("/runs/batch", {"post": runs})
-        return len(runs)
+    def export(self, ref: str) -> dict[str, Any] | None:
+        from urllib.parse import quote
+
+        doc = self._get(f"/api/traces/{quote(ref, safe='')}/export")
+        return doc if isinstance(doc, dict) else None
+
+    def load(self, batch: MultipartBatch) -> int:
+        from tracestitch.collector.transfer import multipart_body
+
+        content_type, body = multipart_body(batch)
+        self._get("/runs/multipart", body, content_type)
+        return len(batch.ops)
 
 
 def open_source(args: argparse.Namespace) -> Source:

@@ -101,7 +101,8 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> MultipartBatc
     batch = MultipartBatch()
     for name, ctype, data in _split_parts(body, _boundary(content_type)):
         pieces = name.split(".")
-        if pieces[0] == "attachment" and len(pieces) == 3:
+        if pieces[0] == "attachment" and len(pieces) >= 3:
+            pieces = name.split(".", 2)  # the attachment's own name may hold dots ("a.png")
             run_id = validate_op("patch", {"id": pieces[1]}, f"part {name!r}").run_id
             ctype = ctype.split(";")[0].strip()
             batch.attachments.append(Attachment(run_id, pieces[2], ctype, data))

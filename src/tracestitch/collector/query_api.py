@@ -154,8 +154,12 @@ def query_routes(store: TraceStore, guard: Guard) -> list[Route]:
     async def export_trace(request: Request) -> Response:
         # What `tracestitch export` writes, for the viewer's "download trace".
         ref = request.path_params["trace_id"]
-        doc = await _load_or_404(lambda: load_trace(ref), f"no trace {ref[:60]} in this collector")
-        return json_response(export_document(doc))
+
+        def load() -> dict[str, Any] | None:
+            doc = load_trace(ref)
+            return export_document(doc, store.get_attachment) if doc is not None else None
+
+        return json_response(await _load_or_404(load, f"no trace {ref[:60]} in this collector"))
 
     async def get_services(request: Request) -> Response:
         since = _q_time(request, "start_gte")
