@@ -91,7 +91,7 @@ def test_console_sink_prints_a_tree() -> None:
     root = RunTree(name="GET /checkout", exporter=exp)
     root.post()
     child = root.create_child("summarise", "llm")
-    child.end(error="ValueError: boom")
+    child.end(error='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom')
     child.post()
     root.end()
     root.patch()
@@ -99,7 +99,9 @@ def test_console_sink_prints_a_tree() -> None:
     exp.shutdown()
     text = stream.getvalue()
     assert "GET /checkout  chain" in text
+    # A traceback summed up by its exception, as the CLI and the viewer's list do.
     assert "└── summarise  llm" in text and "  error  ValueError: boom" in text
+    assert "Traceback" not in text
     # The status words of the collector, its viewer and the CLI (one definition: status.py).
     lines = text.splitlines()
     assert lines[1].endswith("  success") and "ERROR" not in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracestitch.status import status_of
+from tracestitch.status import error_summary, status_of
 
 from .ingest import parse_time_us
 
@@ -66,15 +66,3 @@ def time_us(value: Any) -> int | None:
         return parse_time_us(value)
     except (ValueError, OverflowError):
         return None
-
-
-def error_summary(error: Any) -> str:
-    """One line for an error: a Python traceback's last line (the exception), else the first.
-
-    The LangSmith SDK records ``repr(exc)`` followed by a traceback, which for errors raised in
-    async code is often just ``NoneType: None``: its first line is the one that says something.
-    """
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]

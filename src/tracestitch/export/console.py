@@ -16,8 +16,8 @@ prints::
     │   └── summarise  llm  50.0 ms  error  ValueError: boom
     └── render  chain  2.0 ms  success
 
-Each run's status is one of the words the collector, its viewer and the CLI use
-(:mod:`tracestitch.status`).
+Each run's status is one of the words the collector, its viewer and the CLI use, and an error
+is summed up by the same line (:mod:`tracestitch.status`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from tracestitch import ids
 from tracestitch.export.wire import WireOp
-from tracestitch.status import status_of
+from tracestitch.status import error_summary, status_of
 
 __all__ = ["ConsoleSink"]
 
@@ -91,7 +91,7 @@ class ConsoleSink:
             status = status_of(run.get("error"), bool(run.get("end_time")))
             text = f"{run.get('name')}  {run.get('run_type')}  {_ms(run)}  {status}"
             if run.get("error"):
-                text += "  " + str(run["error"]).split("\n", 1)[0][:120]
+                text += "  " + error_summary(run["error"])[:120]
             return text
 
         def walk(run: dict[str, Any], prefix: str) -> None:
