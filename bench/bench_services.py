@@ -1,15 +1,20 @@
-"""Services stats at scale: ``Store.service_stats`` (``GET /api/services``) over a store of a
-million runs, next to the trace list's first page on the same store as the peer.
+"""Services stats at scale: ``service_stats`` (``GET /api/services``) over a store of a million
+runs, on SQLite and on PostgreSQL, against the exact scan it replaced and the trace list.
 
 125,000 traces of 8 runs (a gateway request that calls a search service and a pricing service
 through client runs, each with a child of its own, and renders), spread evenly over 7 days
-and ingested through ``Store.ingest``. ``--ingest-only`` times the ingest alone, with and
-without the ``runs_stats`` index the services query reads (what the index costs ingest).
-Then, for the last hour, the last day and the whole week: the median wall time of
-``service_stats``, of ``list_traces`` (50 newest, with the total count) and of ``list_traces``
-filtered by run type (which looks at each run of the range's traces).
+and ingested through ``Store.ingest`` (which keeps the hourly rollup); the PostgreSQL store
+gets the same rows by COPY and fills its rollup as the migration does (timed).
+``--ingest-only`` times the SQLite ingest alone, with and without the ``runs_stats`` index.
+Then, for the last hour, the last day and the whole week, the median wall time of:
 
-``python bench/bench_services.py [--traces N] [--db PATH]`` (an existing PATH is reused).
+- ``service_stats``: the rollup's whole hours plus the runs of the partial edges;
+- the exact scan (the code before the rollup: every request of the range's traces through the
+  same join, summed up and sorted in Python), which the rollup must agree with;
+- ``list_traces`` filtered by run type (the trace list's peer that visits the same runs).
+
+``python bench/bench_services.py [--traces N] [--db PATH] [--postgres]`` (an existing PATH is
+reused; ``--postgres`` also copies it into a throwaway database on 127.0.0.1:5432).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tracestitch.collector import Store
+from tracestitch.collector import Store, TraceStore
 from tracestitch.collector.ingest import validate_op
 from tracestitch.collector.query import TraceFilter
+from tracestitch.collector.rollups import entry_rows
 from tracestitch.collector.services import ServiceFilter
+from tracestitch.testing import throwaway_database
 
 WEEK_S = 7 * 86_400
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -97,6 +104,69 @@ def _median_s(call: Any, repeat: int) -> float:
     return statistics.median(times)
 
 
+def exact_scan(store: Any, flt: ServiceFilter) -> int:
+    """The figures as computed before the rollup: every request of the range's traces, summed
+    up and sorted in Python; returns the number of requests."""
+    routes: dict[tuple[str, str], list[int]] = {}
+    with store._read() as conn:
+        for service, route, _, duration, _, _, _ in entry_rows(
+            conn, "t.start_us >= ? AND t.start_us <= ?", (flt.since_us, flt.until_us)
+        ):
+            durations = routes.setdefault((service, route), [])
+            if duration is not None:
+                durations.append(duration)
+    for durations in routes.values():
+        durations.sort()
+    return sum(len(d) for d in routes.values())
+
+
+def to_postgres(sqlite_path: Path, url: str) -> float:
+    """The SQLite store's rows into a new PostgreSQL store by COPY, then its rollup filled as
+    the migration does; returns the seconds the fill took."""
+    from bench_stores import copy_to_postgres
+
+    from tracestitch.collector import rollups
+    from tracestitch.collector.pg_store import PgStore
+
+    copy_to_postgres(str(sqlite_path), url)
+    store = PgStore(url, pool_size=1)
+    began = time.perf_counter()
+    with store._write() as conn:
+        rollups.rebuild(conn)
+    took = time.perf_counter() - began
+    with store._write() as conn:
+        conn.execute("ANALYZE service_rollup")
+    store.close()
+    return took
+
+
+def measure(name: str, store: TraceStore, repeat: int) -> None:
+    """Print the three ranges' times on ``store``."""
+    # Ranges end 23 minutes before the newest trace, off the hour as a viewer's "now" is, so
+    # both edges are partial hours read from the runs.
+    end_us = int(NOW.timestamp() * 1e6) - 23 * 60 * 1_000_000
+    print(f"{name}: {store.count_runs():,} runs; median of {repeat}, wall seconds")
+    print(
+        f"{'range':<8} {'service_stats':>14} {'exact scan':>11} {'ratio':>7}"
+        f" {'list run_type=':>15} {'ratio':>7} {'requests':>9}"
+    )
+    for label, seconds in (("1 hour", 3600), ("1 day", 86_400), ("7 days", WEEK_S)):
+        since = end_us - seconds * 1_000_000
+        flt = ServiceFilter(since_us=since, until_us=end_us)
+        stats = store.service_stats(flt)
+        requests = sum(r["requests"] for r in stats["routes"])
+        ours = _median_s(lambda f=flt: store.service_stats(f), repeat)
+        exact = _median_s(lambda f=flt: exact_scan(store, f), repeat)
+        # A list filter that looks at every run of the range's traces (and counts them all).
+        scan_filter = TraceFilter(start_gte_us=since, start_lte_us=end_us, run_type="chain")
+        scan = _median_s(lambda f=scan_filter: store.list_traces(f), repeat)
+        print(
+            f"{label:<8} {ours:>14.3f} {exact:>11.3f} {ours / exact:>6.3f}x"
+            f" {scan:>15.3f} {ours / scan:>6.3f}x {requests:>9,}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=125_000, help="traces of 8 runs")
@@ -104,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ingest-only", action="store_true", help="time ingest with and without the index"
     )
     parser.add_argument("--db", help="database to build or reuse (default: a temporary one)")
+    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     if args.ingest_only:
@@ -120,28 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         build(path, args.traces)
     store = Store(path)
-    end_us = int(NOW.timestamp() * 1e6)
-    print(f"{store.count_runs():,} runs; median of {args.repeat}, wall seconds")
-    print(
-        f"{'range':<8} {'service_stats':>14} {'list_traces':>12} {'ratio':>7}"
-        f" {'list run_type=':>15} {'ratio':>7} {'requests':>9}"
-    )
-    for label, seconds in (("1 hour", 3600), ("1 day", 86_400), ("7 days", WEEK_S)):
-        since = end_us - seconds * 1_000_000
-        flt = ServiceFilter(since_us=since, until_us=end_us)
-        stats = store.service_stats(flt)
-        requests = sum(r["requests"] for r in stats["routes"])
-        ours = _median_s(lambda f=flt: store.service_stats(f), args.repeat)
-        peer_filter = TraceFilter(start_gte_us=since, start_lte_us=end_us)
-        peer = _median_s(lambda f=peer_filter: store.list_traces(f), args.repeat)
-        # A list filter that looks at every run of the range's traces (and counts them all).
-        scan_filter = TraceFilter(start_gte_us=since, start_lte_us=end_us, run_type="chain")
-        scan = _median_s(lambda f=scan_filter: store.list_traces(f), args.repeat)
-        print(
-            f"{label:<8} {ours:>14.3f} {peer:>12.3f} {ours / peer:>6.1f}x"
-            f" {scan:>15.3f} {ours / scan:>6.2f}x {requests:>9,}"
-        )
+    measure("SQLite", store, args.repeat)
     store.close()
+    if args.postgres:
+        from tracestitch.collector.pg_store import PgStore
+
+        with throwaway_database(args.server, "tracestitch_bench") as url:
+            fill = to_postgres(path, url)
+            print(f"PostgreSQL rollup filled from the stored runs in {fill:.1f} s")
+            pg = PgStore(url, pool_size=2)
+            measure("PostgreSQL", pg, args.repeat)
+            pg.close()
     return 0
 
 

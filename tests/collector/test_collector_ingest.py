@@ -329,10 +329,12 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     store.ingest([validate_op("post", wire(make_run("keep")), "run")])
     store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    # A database of version 2 gains the services view's index (migration 3) when opened.
+    # A database of version 2 goes through migrations 3 and 4 when opened: the services view's
+    # index and its rollup (filled from the runs).
     conn.execute("DROP INDEX runs_stats")
+    conn.execute("DROP TABLE service_rollup")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
@@ -340,7 +342,8 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(runs)")}
     assert "runs_stats" in indexes
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("SELECT COUNT(*) FROM service_rollup").fetchone()[0] == 0  # no service
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     copy = tmp_path / "copy.sqlite"
     shutil.copy(path, copy)

@@ -146,3 +146,52 @@ def test_four_senders_into_two_collectors_lose_nothing_and_store_nothing_twice(
                     assert run["outputs"] == {"out": run["name"]}
     finally:
         store.close()
+
+
+def test_a_new_trace_written_through_both_collectors_at_once_keeps_the_service_map_exact(
+    two_collectors: tuple[CollectorProcess, CollectorProcess], pg_url: str
+) -> None:
+    from tracestitch.collector.pg_store import PgStore
+    from tracestitch.collector.services import ServiceFilter
+
+    # Each trace's web half (the request and its client run) goes through one collector while
+    # its payments half (the call it served, and a query below) goes through the other, at
+    # the same time: whichever commits second must see the first's runs, or the served call
+    # would count as a request from nowhere in the rollup, for good.
+    halves: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for t in range(60):
+        root = make_run(f"checkout {t % 3}", service="web", start_ms=t)
+        call = make_run("charge", parent=root, service="web", start_ms=t + 1)
+        served = make_run("POST /charge", parent=call, service="payments", start_ms=t + 2)
+        query = make_run("select card", parent=served, service="payments", start_ms=t + 3)
+        halves[0].extend(wire(r) for r in (root, call))
+        halves[1].extend(wire(r) for r in (served, query))
+    errors: list[Any] = []
+    start = threading.Barrier(2)
+
+    def sender(index: int) -> None:
+        with client(two_collectors[index]) as to:
+            start.wait(30)
+            for i in range(0, len(halves[index]), 40):  # 20 traces' halves per request
+                answer = to.post("/runs/batch", json={"post": halves[index][i : i + 40]})
+                if not answer.is_success:
+                    errors.append((answer.status_code, answer.text))
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads) and errors == []
+    store = PgStore(pg_url, pool_size=1)
+    try:
+        stats = store.service_stats(ServiceFilter())
+        assert stats["edges"] == [{"caller": "web", "callee": "payments", "calls": 60, "errors": 0}]
+        assert sorted((r["service"], r["requests"]) for r in stats["routes"]) == [
+            ("payments", 60),
+            ("web", 20),
+            ("web", 20),
+            ("web", 20),
+        ]
+    finally:
+        store.close()

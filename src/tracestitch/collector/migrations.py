@@ -1,16 +1,44 @@
 """Versioned SQLite schema: ``PRAGMA user_version`` counts the migrations applied.
 
 Append a migration to :data:`MIGRATIONS` to change the schema; never edit one that shipped.
-Migrations may call the SQL functions :func:`register_functions` defines on every connection.
+Migrations may call the SQL functions :func:`register_functions` defines on every connection;
+what SQL cannot compute is filled in Python afterwards, in the same transaction
+(:data:`BACKFILLS`, shared with the PostgreSQL store).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
+from . import rollups
 from .projects import project_id
+from .sql import Connection
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate", "register_functions"]
+__all__ = [
+    "BACKFILLS",
+    "MIGRATIONS",
+    "ROLLUP_TABLE",
+    "SCHEMA_VERSION",
+    "SchemaTooNew",
+    "migrate",
+    "register_functions",
+]
+
+#: The services view's rollup (rollups.py), in SQL both databases take.
+ROLLUP_TABLE = """
+    CREATE TABLE service_rollup (
+        bucket_us BIGINT NOT NULL,
+        project TEXT NOT NULL,
+        service TEXT NOT NULL,
+        route TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        requests BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (bucket_us, project, service, route, caller, bin)
+    )
+"""
 
 MIGRATIONS: list[str] = [
     # 1: runs as received (post/patch JSON) plus indexed columns; one summary row per trace.
@@ -101,7 +129,14 @@ MIGRATIONS: list[str] = [
         trace_id, id, service, parent_run_id, name, status, start_us, end_us
     );
     """,
+    # 4: the services view's hourly rollup, kept at ingest (rollups.py), filled from the stored
+    # runs (BACKFILLS).
+    ROLLUP_TABLE + " WITHOUT ROWID",
 ]
+
+#: ``{version: fill}``: after migration ``version`` (1-based), ``fill(conn)`` runs in the same
+#: transaction, for what SQL cannot compute (here: latency bins).
+BACKFILLS: dict[int, Callable[[Connection], None]] = {4: rollups.rebuild}
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,6 +166,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if version + 1 in BACKFILLS:
+                BACKFILLS[version + 1](conn)
             conn.execute(f"PRAGMA user_version = {version + 1}")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -12,7 +12,10 @@ take a transaction-scoped advisory lock, so exactly one of them does each.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+
+from .migrations import ROLLUP_TABLE
 
 __all__ = [
     "MIGRATIONS",
@@ -120,6 +123,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_stats ON runs (trace_id, id)
         INCLUDE (service, parent_run_id, name, status, start_us, end_us)
     """,
+    # 4: the services view's hourly rollup (as SQLite's migration 4), filled by the backfill
+    # the store passes to migrate(). Not partitioned: its rows are per hour and route.
+    ROLLUP_TABLE.replace("TEXT", 'TEXT COLLATE "C"'),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -129,9 +135,11 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer tracestitch than this one."""
 
 
-def migrate(conn: Any) -> int:
+def migrate(conn: Any, backfill: Callable[[int], None] | None = None) -> int:
     """Bring the schema up to :data:`SCHEMA_VERSION` inside one transaction (``conn`` is a
-    psycopg connection, not in autocommit); return the version found before."""
+    psycopg connection, not in autocommit); return the version found before. ``backfill(v)``
+    runs after migration ``v``, in the same transaction (the store passes
+    :data:`~.migrations.BACKFILLS` on its connection shape)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS tracestitch_schema (version INTEGER NOT NULL)")
@@ -150,6 +158,8 @@ def migrate(conn: Any) -> int:
                     _try(conn, statement)
                 elif statement.strip():
                     conn.execute(statement)
+            if backfill is not None:
+                backfill(version + 1)
             conn.execute("UPDATE tracestitch_schema SET version = %s", (version + 1,))
     return found
 
@@ -191,14 +201,19 @@ def create_partitions(conn: Any, days: set[int]) -> None:
                 )
 
 
-def drop_partitions_before(conn: Any, day: int) -> int:
+def drop_partitions_before(
+    conn: Any, day: int, forget: Callable[[list[str]], None] | None = None
+) -> int:
     """Drop the partitions of the days before ``day`` (whole traces: a trace lives in one
-    partition), with the attachments and feedback of their runs; return the runs dropped."""
+    partition), with the attachments and feedback of their runs; return the runs dropped.
+    ``forget(trace_ids)`` is called with each partition's traces first, in the transaction."""
     dropped = 0
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
         for old in sorted(d for d in partition_days(conn) if d < day):
             runs = f"runs_d{old}"
+            if forget is not None:
+                forget([row[0] for row in conn.execute(f"SELECT trace_id FROM traces_d{old}")])
             conn.execute(f"DELETE FROM attachments WHERE run_id IN (SELECT id FROM {runs})")
             conn.execute(
                 f"DELETE FROM feedback WHERE run_id IN (SELECT id FROM {runs})"

@@ -30,8 +30,10 @@ from typing import Any
 
 from . import feedback as feedback_sql
 from . import projects as projects_sql
+from . import rollups
 from .feedback import FeedbackOp
 from .ingest import RunOp
+from .migrations import BACKFILLS
 from .multipart import Attachment
 from .pg_schema import create_partitions, drop_partitions_before, migrate, partition_days
 from .retention import delete_expired, write_attachments
@@ -172,13 +174,18 @@ class PgStore(SqlStore):
         self._pool.open(wait=True, timeout=30)
         try:
             with self._pool.connection() as conn:
-                migrate(conn)
+                migrate(conn, lambda version: self._backfill(conn, version))
                 self._days = partition_days(conn)
             self._ensure_days({_day(int(time.time() * 1_000_000))})
             self.apply_retention()
         except BaseException:
             self._pool.close()
             raise
+
+    @staticmethod
+    def _backfill(conn: psycopg.Connection[_Row], version: int) -> None:
+        if version in BACKFILLS:
+            BACKFILLS[version](_Dialect(conn))
 
     @staticmethod
     def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -246,29 +253,34 @@ class PgStore(SqlStore):
         now_us: int,
     ) -> None:
         named = {op.data["trace_id"] for op in ops if isinstance(op.data.get("trace_id"), str)}
-        self._lock_traces(conn, named)
+        locked = self._lock_traces(conn, named)
         rows, touched, projects = merge_ops(conn, ops, now_us)
         # A patch may name no trace: its run's stored post does.
-        self._lock_traces(conn, touched - named)
+        locked |= self._lock_traces(conn, touched - named)
+        before = rollups.contributions(conn, touched)
         self._store_runs(conn, rows, now_us)
         relink(conn, rows)
         projects_sql.ensure_projects(conn, projects, now_us)
         for item in feedback:
             feedback_sql.write_feedback(conn, item)
         write_attachments(conn, attachments)
-        self._store_traces(conn, touched, now_us)
+        self._store_traces(conn, touched, locked, now_us)
+        rollups.update(conn, touched, before)
 
     @staticmethod
-    def _lock_traces(conn: _Dialect, trace_ids: set[str]) -> None:
+    def _lock_traces(conn: _Dialect, trace_ids: set[str]) -> set[str]:
         # Per-trace locking: the summary row of each trace, locked in one fixed order, so two
         # collectors writing one trace take turns (and never wait on each other in a cycle).
         # A trace new to both has no row yet: the second to insert it fails on the primary key
-        # and its whole transaction is retried, now finding the row to lock.
-        if trace_ids:
-            conn.conn.execute(
-                "SELECT trace_id FROM traces WHERE trace_id = ANY(%s) ORDER BY trace_id FOR UPDATE",
-                (sorted(trace_ids),),
-            ).fetchall()
+        # (_store_traces inserts the rows it did not lock) and its whole transaction is
+        # retried, now finding the row to lock. Returns the trace ids locked.
+        if not trace_ids:
+            return set()
+        rows = conn.conn.execute(
+            "SELECT trace_id FROM traces WHERE trace_id = ANY(%s) ORDER BY trace_id FOR UPDATE",
+            (sorted(trace_ids),),
+        ).fetchall()
+        return {row[0] for row in rows}
 
     @staticmethod
     def _days_of(conn: _Dialect, table: str, key: str, ids: list[str]) -> dict[str, int]:
@@ -294,7 +306,9 @@ class PgStore(SqlStore):
                 day = run_days.get(row[0], trace_days.get(row[1], today))
                 copy.write_row((day, *row))
 
-    def _store_traces(self, conn: _Dialect, trace_ids: set[str], now_us: int) -> None:
+    def _store_traces(
+        self, conn: _Dialect, trace_ids: set[str], locked: set[str], now_us: int
+    ) -> None:
         rows = sorted(trace_rows(conn, trace_ids, now_us), key=lambda row: row[0])
         if not rows:
             return
@@ -310,11 +324,18 @@ class PgStore(SqlStore):
         # Updated in place, so a collector waiting on a row's lock (above) gets it next.
         columns = [c.strip() for c in TRACE_COLUMNS.split(",")]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        insert = f"INSERT INTO traces (day, {TRACE_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
+        values = [(days.get(row[0], _day(now_us)), *row) for row in rows]
         conn.conn.cursor().executemany(
-            f"INSERT INTO traces (day, {TRACE_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
-            f" ON CONFLICT (trace_id, day) DO UPDATE SET {updates}",
-            [(days.get(row[0], _day(now_us)), *row) for row in rows],
+            f"{insert} ON CONFLICT (trace_id, day) DO UPDATE SET {updates}",
+            [row for row in values if row[1] in locked],
         )
+        # A trace this transaction did not lock is new: a plain INSERT, so one that another
+        # collector created meanwhile is a primary-key collision (the whole transaction is
+        # retried with the row locked), not a summary and a rollup computed without its runs.
+        new = [row for row in values if row[1] not in locked]
+        if new:
+            conn.conn.cursor().executemany(insert, new)
 
     def apply_retention(self, now: float | None = None) -> int:
         """Drop the day partitions wholly older than ``max_age_s``, then delete the traces
@@ -328,7 +349,9 @@ class PgStore(SqlStore):
         deleted = 0
         with self._pool.connection() as conn:
             if cutoff is not None:
-                deleted += drop_partitions_before(conn, _day(cutoff))
+                deleted += drop_partitions_before(
+                    conn, _day(cutoff), lambda ids: rollups.forget(_Dialect(conn), ids)
+                )
                 self._days = partition_days(conn)
             with conn.transaction():
                 # One collector at a time: two deleting the same traces would count them twice.

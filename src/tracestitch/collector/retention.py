@@ -1,8 +1,9 @@
 """Retention SQL shared by both stores: which traces are past the limits, and deleting them.
 
-A trace goes whole (its runs, their attachments and feedback, its summary), never a run at a
-time, so no trace is left half there. The PostgreSQL store first drops whole day partitions
-(:mod:`.pg_schema`) and runs this only for what is left inside the boundary day.
+A trace goes whole (its runs, their attachments and feedback, its summary, its requests in the
+services rollup), never a run at a time, so no trace is left half there. The PostgreSQL store
+first drops whole day partitions (:mod:`.pg_schema`) and runs this only for what is left inside
+the boundary day.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import feedback as feedback_sql
+from . import rollups
 from .multipart import Attachment
 from .sql import Connection
 
@@ -50,6 +52,7 @@ def delete_expired(
             if row[0] not in gone:
                 doomed.append(row[0])
             excess -= row[1]
+    rollups.forget(conn, doomed)
     deleted = 0
     for trace_id in doomed:
         feedback_sql.delete_for_trace(conn, trace_id)

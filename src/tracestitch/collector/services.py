@@ -3,21 +3,26 @@
 A service is *entered* by a run whose parent belongs to another service (or that has no
 parent): that run is one request to the service, and its name is the route (the server
 middleware names a request's run ``"GET /orders/{id}"``). Per service and route: requests,
-errors, request rate and p50/p95 latency (nearest rank) over a time range; the map's edges are
-the (caller's service → callee's service) pairs of those runs.
+errors, request rate and p50/p95 latency (nearest rank) over a time range of trace starts; the
+map's edges are the (caller's service → callee's service) pairs of those runs.
 
-The SQL is portable (a join and ``?`` placeholders; the figures are summed up in Python from
-one pass), so SQLite and PostgreSQL stores share it. Runs are reached through the traces
-started in the range (the ``traces`` start index), then each trace's runs and each run's
-parent through one covering index, ``runs_stats(trace_id, id, service, parent_run_id, name,
-status, start_us, end_us)`` (migration 3), so the runs' rows and their JSON are not read.
+A range is read in two parts. Its whole hours come from the rollup kept at ingest
+(:mod:`.rollups`: counts exact, percentiles from a log-scale histogram, within
+:data:`~.rollups.RELATIVE_ERROR` of the exact value); its partial hours at either end from the
+stored runs, through the traces' start index, binned the same way. A range within one hour is
+read from the runs alone, with exact percentiles. So the cost follows the hours in the range
+and the runs at its two edges, not the runs in it: a week at a million runs reads a few
+thousand rollup rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from tracestitch.status import ERROR
+
+from .rollups import BUCKET_US, NO_START, PENDING_BIN, bin_value_us, entry_rows, latency_bin
 from .sql import Connection
 
 __all__ = ["ServiceFilter", "service_stats"]
@@ -32,31 +37,31 @@ class ServiceFilter:
     project: str | None = None
 
 
-def _entries(flt: ServiceFilter) -> tuple[str, list[object]]:
-    # One row per request to a service: the run, its duration, and the caller's service.
-    where = ["r.trace_id = t.trace_id", "r.service IS NOT NULL"]
-    params: list[object] = []
-    for value, condition in (
-        (flt.since_us, "t.start_us >= ?"),
-        (flt.until_us, "t.start_us <= ?"),
-        (flt.project, "t.project = ?"),
-    ):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    sql = (
-        "SELECT r.service AS service, r.name AS route, r.status AS status,"
-        " r.end_us - r.start_us AS d, p.service AS caller"
-        # CROSS JOIN: SQLite then keeps traces (the range, by its start index) as the outer
-        # loop; left free, it would scan runs by service for the window's order instead.
-        # PostgreSQL plans it as the inner join it is.
-        " FROM traces t CROSS JOIN runs r"
-        # The parent within the trace: a seek in the same covering index (runs_stats).
-        " LEFT JOIN runs p ON p.trace_id = r.trace_id AND p.id = r.parent_run_id"
-        f" WHERE {' AND '.join(where)}"
-        " AND (p.service IS NULL OR p.service <> r.service)"
-    )
-    return sql, params
+@dataclass
+class _Route:
+    requests: int = 0
+    errors: int = 0
+    pending: int = 0
+    durations: list[int] = field(default_factory=list)  # exact, when no rollup is read
+    bins: dict[int, int] = field(default_factory=dict)  # histogram bin -> requests
+
+
+def _split(
+    flt: ServiceFilter,
+) -> tuple[tuple[int | None, int | None] | None, list[tuple[int | None, int | None]]]:
+    # (the whole hours [first, end) to read from the rollup, or None; the [since, until]
+    # ranges to read from the runs: the partial hours at the edges, or the whole range).
+    since, until = flt.since_us, flt.until_us
+    first = None if since is None else -(-since // BUCKET_US) * BUCKET_US
+    end = None if until is None else (until + 1) // BUCKET_US * BUCKET_US
+    if first is not None and end is not None and first >= end:
+        return None, [(since, until)]  # no whole hour: the runs alone, exact
+    edges: list[tuple[int | None, int | None]] = []
+    if since is not None and first is not None and since < first:
+        edges.append((since, first - 1))
+    if until is not None and end is not None and end <= until:
+        edges.append((end, until))
+    return (first, end), edges
 
 
 def _nearest_rank(ordered: list[int], percent: int) -> int:
@@ -64,52 +69,141 @@ def _nearest_rank(ordered: list[int], percent: int) -> int:
     return ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
 
 
+def _from_bins(bins: dict[int, int], percent: int) -> float:
+    # The same rank, counted through the histogram's bins in duration order.
+    total = sum(count for latency, count in bins.items() if latency != PENDING_BIN)
+    rank = max(1, -(-total * percent // 100))
+    seen = 0
+    for latency in sorted(b for b in bins if b != PENDING_BIN):
+        seen += bins[latency]
+        if seen >= rank:
+            return bin_value_us(latency)
+    raise AssertionError("rank beyond the histogram")  # pragma: no cover - rank <= total
+
+
+def _read_rollup(
+    conn: Connection,
+    flt: ServiceFilter,
+    hours: tuple[int | None, int | None],
+    routes: dict[tuple[str, str | None], _Route],
+    edges: dict[tuple[str, str], list[int]],
+) -> None:
+    first, end = hours
+    where: list[str] = []
+    params: list[object] = []
+    if first is not None:
+        where.append("bucket_us >= ?")
+        params.append(first)
+    if end is not None:
+        where.append("bucket_us < ?")
+        params.append(end)
+    if (first is None) != (end is None):
+        # A range bounded on one side leaves out traces with no start, as the runs' SQL does.
+        where.append("bucket_us > ?")
+        params.append(NO_START)
+    if flt.project is not None:
+        where.append("project = ?")
+        params.append(flt.project)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    for service, route, caller, latency, requests, errors in conn.execute(
+        "SELECT service, route, caller, bin, SUM(requests), SUM(errors) FROM service_rollup"
+        f"{clause} GROUP BY service, route, caller, bin",
+        params,
+    ):
+        _count(routes, edges, service, route, caller, requests, errors)
+        entry = routes[(service, route or None)]
+        entry.bins[latency] = entry.bins.get(latency, 0) + requests
+        if latency == PENDING_BIN:
+            entry.pending += requests
+
+
+def _count(
+    routes: dict[tuple[str, str | None], _Route],
+    edges: dict[tuple[str, str], list[int]],
+    service: str,
+    route: str | None,
+    caller: str | None,
+    requests: int,
+    errors: int,
+) -> None:
+    entry = routes.setdefault((service, route or None), _Route())
+    entry.requests += requests
+    entry.errors += errors
+    if caller:
+        edge = edges.setdefault((caller, service), [0, 0])
+        edge[0] += requests
+        edge[1] += errors
+
+
 def service_stats(conn: Connection, flt: ServiceFilter) -> dict[str, Any]:
     """``{"routes": [...], "edges": [...]}`` for the runs of traces started in the range.
 
     A route: ``service``, ``route``, ``requests``, ``errors``, ``pending`` (not ended),
-    ``p50_ms``, ``p95_ms`` (nearest rank over the ended ones). An edge: ``caller``, ``callee``,
-    ``calls``, ``errors``.
+    ``p50_ms``, ``p95_ms`` (nearest rank over the ended ones; from the rollup's histogram,
+    within :data:`~.rollups.RELATIVE_ERROR`, when the range holds a whole hour). An edge:
+    ``caller``, ``callee``, ``calls``, ``errors``.
     """
-    sql, params = _entries(flt)
-    # One pass over the requests, aggregated here: both tables from one scan, and percentiles
-    # without window functions (whose sort order led SQLite's planner off the range index).
-    routes: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    hours, partial = _split(flt)
+    routes: dict[tuple[str, str | None], _Route] = {}
     edges: dict[tuple[str, str], list[int]] = {}
-    for row in conn.execute(sql, params):
-        service, route, status, duration, caller = row[0], row[1], row[2], row[3], row[4]
-        counts, durations = routes.setdefault((service, route), ([0, 0, 0], []))
-        failed = status == "error"
-        counts[0] += 1
-        counts[1] += failed
-        if duration is None:
-            counts[2] += 1
-        else:
-            durations.append(duration)
-        if caller is not None:
-            edge = edges.setdefault((caller, service), [0, 0])
-            edge[0] += 1
-            edge[1] += failed
-    out = []
-    for (service, route), (counts, durations) in sorted(
-        routes.items(), key=lambda item: (item[0][0], -item[1][0][0], item[0][1] or "")
-    ):
-        durations.sort()
-        out.append(
-            {
-                "service": service,
-                "route": route,
-                "requests": counts[0],
-                "errors": counts[1],
-                "pending": counts[2],
-                "p50_ms": _nearest_rank(durations, 50) / 1000 if durations else None,
-                "p95_ms": _nearest_rank(durations, 95) / 1000 if durations else None,
-            }
-        )
+    if hours is not None:
+        _read_rollup(conn, flt, hours, routes, edges)
+    for since, until in partial:
+        where, params = ["1 = 1"], []
+        for value, condition in (
+            (since, "t.start_us >= ?"),
+            (until, "t.start_us <= ?"),
+            (flt.project, "t.project = ?"),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
+        for service, route, status, duration, caller, _, _ in entry_rows(
+            conn, " AND ".join(where), params
+        ):
+            _count(routes, edges, service, route, caller, 1, int(status == ERROR))
+            entry = routes[(service, route or None)]
+            if duration is None:
+                entry.pending += 1
+            elif hours is None:
+                entry.durations.append(duration)
+            if hours is not None:
+                latency = latency_bin(duration)
+                entry.bins[latency] = entry.bins.get(latency, 0) + 1
     return {
-        "routes": out,
+        "routes": [_route_view(key, entry) for key, entry in _ordered(routes)],
         "edges": [
             {"caller": caller, "callee": callee, "calls": calls, "errors": errors}
             for (caller, callee), (calls, errors) in sorted(edges.items())
         ],
+    }
+
+
+def _busiest_first(item: tuple[tuple[str, str | None], _Route]) -> tuple[str, int, str]:
+    return item[0][0], -item[1].requests, item[0][1] or ""
+
+
+def _ordered(
+    routes: dict[tuple[str, str | None], _Route],
+) -> list[tuple[tuple[str, str | None], _Route]]:
+    return sorted(
+        routes.items(), key=lambda item: (item[0][0], -item[1].requests, item[0][1] or "")
+    )
+
+
+def _route_view(key: tuple[str, str | None], entry: _Route) -> dict[str, Any]:
+    p50 = p95 = None
+    if entry.durations:
+        entry.durations.sort()
+        p50, p95 = (_nearest_rank(entry.durations, p) / 1000 for p in (50, 95))
+    elif entry.requests > entry.pending:
+        p50, p95 = (_from_bins(entry.bins, p) / 1000 for p in (50, 95))
+    return {
+        "service": key[0],
+        "route": key[1],
+        "requests": entry.requests,
+        "errors": entry.errors,
+        "pending": entry.pending,
+        "p50_ms": p50,
+        "p95_ms": p95,
     }

@@ -128,12 +128,12 @@ class Store(SqlStore):
         ops = list(ops)
         now_us = int(time.time() * 1_000_000)
         with self._write() as conn:
-            touched, projects = write_ops(conn, ops, now_us)
+            touched, projects, before = write_ops(conn, ops, now_us)
             projects_sql.ensure_projects(conn, projects, now_us)
             for item in feedback:
                 feedback_sql.write_feedback(conn, item)
             write_attachments(conn, attachments)
-            summarise_traces(conn, touched, now_us)
+            summarise_traces(conn, touched, now_us, before)
         if time.monotonic() - self._last_retention > self._retention_interval_s:
             self.apply_retention()
         return len(ops)

@@ -1,7 +1,8 @@
 """The store's write side: a request's ops into the ``runs`` table, and its traces' summaries.
 
-Both run inside the caller's write transaction (:meth:`Store.ingest`), so a trace's summary is
-always recomputed in the same commit as the runs it summarises. They work a request at a time,
+Both run inside the caller's write transaction (:meth:`Store.ingest`), so a trace's summary, and
+its requests in the services rollup (:mod:`.rollups`), are always recomputed in the same commit
+as the runs they sum up. They work a request at a time,
 not an op at a time: one ``SELECT`` finds the runs already stored, one ``executemany`` writes
 them back, and the summaries of all the traces touched are computed by grouped queries (per
 op and per trace, those statements were most of the collector's ingest cost).
@@ -17,7 +18,9 @@ import orjson
 
 from tracestitch.schemas import usage_from_wire
 
+from . import rollups
 from .ingest import RunOp
+from .rollups import Contributions
 from .runs import overlay, run_service, run_status, time_us
 from .sql import Connection
 from .usage import cost_number
@@ -117,14 +120,18 @@ def relink(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     )
 
 
-def write_ops(conn: Connection, ops: Sequence[RunOp], now_us: int) -> tuple[set[str], set[str]]:
+def write_ops(
+    conn: Connection, ops: Sequence[RunOp], now_us: int
+) -> tuple[set[str], set[str], Contributions]:
     """Fold ``ops`` (in order: a request may hold a run's post and its patch) into their runs'
     stored post and patch, and refresh the runs' indexed columns. Returns the trace ids
-    touched and the projects the runs belong to."""
+    touched, the projects the runs belong to, and what the touched traces added to the
+    services rollup before (for :func:`summarise_traces`)."""
     rows, touched, projects = merge_ops(conn, ops, now_us)
+    before = rollups.contributions(conn, touched)
     conn.executemany(_INSERT_RUN, rows)
     relink(conn, rows)
-    return touched, projects
+    return touched, projects, before
 
 
 def merge_ops(
@@ -201,9 +208,13 @@ def merge_ops(
     return rows, touched, projects
 
 
-def summarise_traces(conn: Connection, trace_ids: set[str], now_us: int) -> None:
-    """Recompute the ``traces`` rows of ``trace_ids`` from their stored runs."""
+def summarise_traces(
+    conn: Connection, trace_ids: set[str], now_us: int, before: Contributions
+) -> None:
+    """Recompute the ``traces`` rows of ``trace_ids`` from their stored runs, and bring their
+    requests in the services rollup from ``before`` to what the runs hold now."""
     conn.executemany(_INSERT_TRACE, trace_rows(conn, trace_ids, now_us))
+    rollups.update(conn, trace_ids, before)
 
 
 def trace_rows(conn: Connection, trace_ids: set[str], now_us: int) -> list[tuple[Any, ...]]:

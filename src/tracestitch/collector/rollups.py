@@ -1,0 +1,161 @@
+"""The services view's figures rolled up at ingest, so a range of days reads a few thousand rows.
+
+A *request* is a run that enters a service (its parent is in another service, or it has none;
+see :mod:`.services`). Per hour (of its trace's start, the time the services view filters by),
+project, service, route and calling service, the table ``service_rollup`` counts requests and
+errors in a fixed log-scale latency histogram: bin 0 holds durations of 0 µs or less (a negative
+one, from skewed clocks, reads as 0), bin ``k >= 1`` durations ``d`` with
+``ceil(log(d) / log(g)) = k - 1``, where ``g = (1 + a) / (1 - a)`` and ``a`` is
+:data:`RELATIVE_ERROR`; :data:`PENDING_BIN` holds the requests not ended. A percentile read from
+the histogram is its bin's ``2 * g ** (k - 1) / (g + 1)``, within ``a`` (1%) of the exact
+nearest-rank value (the DDSketch bound); counts are exact.
+
+The table is kept exact as runs change, whatever order they arrive in: each write transaction
+reads the touched traces' requests before it writes (:func:`contributions`), again after, and adds
+the difference (:func:`update`). A patch that ends a request moves it out of the pending bin; a
+parent arriving after its child can turn the child from a request into an internal call; a root
+arriving late moves the whole trace to its own start hour and project. Retention subtracts what
+it deletes (:func:`forget`); a new database, or one from before the table, is filled from the
+stored runs (:func:`rebuild`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from tracestitch.status import ERROR
+
+from .sql import Connection
+
+__all__ = [
+    "BUCKET_US",
+    "NO_START",
+    "PENDING_BIN",
+    "RELATIVE_ERROR",
+    "Contributions",
+    "bin_value_us",
+    "contributions",
+    "entry_rows",
+    "forget",
+    "latency_bin",
+    "rebuild",
+    "update",
+]
+
+#: The width of a rollup bucket: an hour of trace start times, in microseconds.
+BUCKET_US = 3_600 * 1_000_000
+#: The most a percentile read from the histogram differs from the exact value, relatively.
+RELATIVE_ERROR = 0.01
+#: The histogram bin of a request that has not ended (no duration).
+PENDING_BIN = -1
+#: The bucket of a trace with no start time (only patches arrived): counted without a range.
+NO_START = -(2**62)
+
+_GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
+_LOG_GAMMA = math.log(_GAMMA)
+_CHUNK = 500
+
+#: ``(bucket_us, project, service, route, caller, bin) -> [requests, errors]``; route and caller
+#: are ``""`` for none (they are part of the table's primary key).
+Contributions = dict[tuple[int, str, str, str, str, int], list[int]]
+
+# One row per request: its service, route, status, duration, its caller's service, and its
+# trace's start and project. CROSS JOIN keeps the traces (the range, by their start index, or
+# the ids) as SQLite's outer loop; PostgreSQL plans it as the inner join it is.
+_ENTRIES = (
+    "SELECT r.service, r.name, r.status, r.end_us - r.start_us, p.service, t.start_us, t.project"
+    " FROM traces t CROSS JOIN runs r"
+    # The parent within the trace: a primary-key seek.
+    " LEFT JOIN runs p ON p.trace_id = r.trace_id AND p.id = r.parent_run_id"
+    " WHERE r.trace_id = t.trace_id AND r.service IS NOT NULL"
+    " AND (p.service IS NULL OR p.service <> r.service)"
+)
+_UPSERT = (
+    "INSERT INTO service_rollup(bucket_us, project, service, route, caller, bin, requests, errors)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket_us, project, service, route, caller, bin)"
+    " DO UPDATE SET requests = service_rollup.requests + excluded.requests,"
+    " errors = service_rollup.errors + excluded.errors"
+)
+_DROP_EMPTY = (
+    "DELETE FROM service_rollup WHERE bucket_us = ? AND project = ? AND service = ? AND route = ?"
+    " AND caller = ? AND bin = ? AND requests = 0"
+)
+
+
+def latency_bin(duration_us: int | None) -> int:
+    """The histogram bin of a request's duration (:data:`PENDING_BIN` for None)."""
+    if duration_us is None:
+        return PENDING_BIN
+    if duration_us <= 0:
+        return 0
+    return math.ceil(math.log(duration_us) / _LOG_GAMMA) + 1
+
+
+def bin_value_us(latency: int) -> float:
+    """The duration a bin stands for: within :data:`RELATIVE_ERROR` of every duration in it."""
+    if latency <= 0:
+        return 0.0
+    return 2 * _GAMMA ** (latency - 1) / (_GAMMA + 1)
+
+
+def entry_rows(conn: Connection, condition: str, params: Sequence[Any]) -> Iterator[Any]:
+    """The requests of the traces ``condition`` (SQL on ``t``, the traces table) selects:
+    ``(service, route, status, duration_us, caller, trace_start_us, project)`` rows."""
+    yield from conn.execute(f"{_ENTRIES} AND {condition}", list(params))
+
+
+def _add(out: Contributions, rows: Iterable[Any]) -> None:
+    for service, route, status, duration, caller, start, project in rows:
+        bucket = start // BUCKET_US * BUCKET_US if start is not None else NO_START
+        key = (bucket, project, service, route or "", caller or "", latency_bin(duration))
+        counts = out.get(key)
+        if counts is None:
+            counts = out[key] = [0, 0]
+        counts[0] += 1
+        counts[1] += status == ERROR
+
+
+def contributions(conn: Connection, trace_ids: Iterable[str]) -> Contributions:
+    """What the stored runs of ``trace_ids`` add to the rollup now."""
+    ordered = sorted(trace_ids)
+    out: Contributions = {}
+    for i in range(0, len(ordered), _CHUNK):
+        chunk = ordered[i : i + _CHUNK]
+        _add(out, entry_rows(conn, f"t.trace_id IN ({','.join('?' * len(chunk))})", chunk))
+    return out
+
+
+def _apply(conn: Connection, delta: Contributions) -> None:
+    # In key order: two PostgreSQL collectors updating the same rows lock them in one order.
+    changed = sorted((key, counts) for key, counts in delta.items() if counts != [0, 0])
+    conn.executemany(_UPSERT, [(*key, *counts) for key, counts in changed])
+    conn.executemany(_DROP_EMPTY, [key for key, counts in changed if counts[0] < 0])
+
+
+def update(conn: Connection, trace_ids: Iterable[str], before: Contributions) -> None:
+    """Add the difference between what ``trace_ids`` contribute now and ``before`` (read with
+    :func:`contributions` in the same transaction, before its writes)."""
+    delta = contributions(conn, trace_ids)
+    for key, (requests, errors) in before.items():
+        counts = delta.get(key)
+        if counts is None:
+            counts = delta[key] = [0, 0]
+        counts[0] -= requests
+        counts[1] -= errors
+    _apply(conn, delta)
+
+
+def forget(conn: Connection, trace_ids: Iterable[str]) -> None:
+    """Subtract what ``trace_ids`` contribute (before retention deletes them)."""
+    gone = contributions(conn, trace_ids)
+    _apply(conn, {key: [-requests, -errors] for key, (requests, errors) in gone.items()})
+
+
+def rebuild(conn: Connection) -> None:
+    """Fill ``service_rollup`` from every stored run (a migration's backfill)."""
+    conn.execute("DELETE FROM service_rollup")
+    out: Contributions = {}
+    _add(out, entry_rows(conn, "1 = 1", ()))
+    _apply(conn, out)
