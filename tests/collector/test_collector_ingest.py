@@ -334,6 +334,7 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     # A database of version 2 goes through migrations 3 to 5 when opened: the services view's
     # index, its rollup (filled from the runs), the index dropped again.
     conn.execute("DROP TABLE service_rollup")
+    conn.execute("DROP TABLE service_rollup_minute")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()

@@ -21,7 +21,7 @@ from collector_helpers import BASE, make_run, wire
 
 from tracestitch.collector import Store, TraceStore
 from tracestitch.collector.ingest import validate_op
-from tracestitch.collector.rollups import BUCKET_US, RELATIVE_ERROR
+from tracestitch.collector.rollups import BUCKET_US, LEVELS, MINUTE_US, RELATIVE_ERROR
 from tracestitch.collector.services import ServiceFilter
 from tracestitch.collector.transfer import export_document, import_batch
 from tracestitch.collector.tree import build_trace
@@ -120,6 +120,12 @@ RANGES = [
     ServiceFilter(until_us=BASE_US + 2 * BUCKET_US + 5),
     ServiceFilter(since_us=BASE_US + BUCKET_US + 60_000_000, project="alpha"),
     ServiceFilter(since_us=BASE_US + 2 * BUCKET_US + 1, until_us=BASE_US + 3 * BUCKET_US - 2),
+    # Partial minutes at both ends of partial hours: all three levels.
+    ServiceFilter(
+        since_us=BASE_US + 17 * MINUTE_US + 13_500_000,
+        until_us=BASE_US + 4 * BUCKET_US + 31 * MINUTE_US + 7_000_001,
+    ),
+    ServiceFilter(until_us=BASE_US + 3 * BUCKET_US + 59 * MINUTE_US + 59_999_999, project="beta"),
 ]
 
 
@@ -148,11 +154,14 @@ def assert_matches(store: TraceStore, oracle: Oracle) -> None:
         ), flt
 
 
-def _traces(rng: random.Random, count: int) -> list[list[dict[str, Any]]]:
-    """Requests over five hours: gateway → (client run) → search or pricing → a db call."""
+def _traces(
+    rng: random.Random, count: int, first_ms: float = 0, span_ms: float = 5 * HOUR_MS - 2000
+) -> list[list[dict[str, Any]]]:
+    """Requests started over ``span_ms`` from BASE + ``first_ms`` (default: five hours):
+    gateway → (client run) → search or pricing → a db call."""
     out = []
     for i in range(count):
-        start = rng.uniform(0, 5 * HOUR_MS - 2000)
+        start = first_ms + rng.uniform(0, span_ms)
         project = "alpha" if i % 3 else "beta"
         root = make_run(
             "POST /chat" if i % 4 else "GET /health",
@@ -289,7 +298,8 @@ def test_rollup_equals_the_exact_figures_through_disorder_patches_retention_and_
     assert store.count_runs() == 0 and oracle.runs == {}
     assert store.service_stats(ServiceFilter()) == {"routes": [], "edges": []}
     with store._read() as conn:  # type: ignore[attr-defined]
-        assert conn.execute("SELECT COUNT(*) FROM service_rollup").fetchone()[0] == 0
+        for table, _ in LEVELS:
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
 
 
 def test_a_database_from_before_the_rollup_is_filled_when_opened(
@@ -300,7 +310,8 @@ def test_a_database_from_before_the_rollup_is_filled_when_opened(
         oracle.send(store, [("post", run) for run in runs])
     # As a version-3 database: no rollup table, the index runs_stats.
     with store._write() as conn:  # type: ignore[attr-defined]
-        conn.execute("DROP TABLE service_rollup")
+        for table, _ in LEVELS:
+            conn.execute(f"DROP TABLE {table}")
         conn.execute(
             "CREATE INDEX runs_stats ON runs (trace_id, id, service, parent_run_id, name,"
             " status, start_us, end_us)"
@@ -322,7 +333,8 @@ def test_a_database_from_before_the_rollup_is_filled_when_opened(
     try:
         assert_matches(reopened, oracle)
         with reopened._read() as conn:  # type: ignore[attr-defined]
-            assert conn.execute("SELECT COUNT(*) FROM service_rollup").fetchone()[0] > 0
+            for table, _ in LEVELS:
+                assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] > 0
             # Gone (migration 5): the rollup does the work it did, and it cost every run.
             with pytest.raises(Exception, match="runs_stats"):
                 conn.execute("DROP INDEX runs_stats")
@@ -330,11 +342,15 @@ def test_a_database_from_before_the_rollup_is_filled_when_opened(
         reopened.close()
 
 
-def test_a_range_within_one_hour_is_exact(store: TraceStore) -> None:
+def test_a_range_within_one_minute_is_exact(store: TraceStore) -> None:
     oracle = Oracle()
-    for runs in _traces(random.Random(5), 60):
+    minute_ms = MINUTE_US // 1000
+    for runs in _traces(random.Random(5), 60, first_ms=HOUR_MS + minute_ms, span_ms=minute_ms - 5):
         oracle.send(store, [("post", run) for run in runs])
-    flt = ServiceFilter(since_us=BASE_US + BUCKET_US + 1, until_us=BASE_US + 2 * BUCKET_US - 1)
+    flt = ServiceFilter(
+        since_us=BASE_US + BUCKET_US + MINUTE_US + 1,
+        until_us=BASE_US + BUCKET_US + 2 * MINUTE_US - 1,
+    )  # no whole minute: the runs alone
     want = oracle.figures(flt)["routes"]
     got = store.service_stats(flt)["routes"]
     assert got and all(
@@ -345,6 +361,7 @@ def test_a_range_within_one_hour_is_exact(store: TraceStore) -> None:
         )
         for r in got
     )
+    assert_matches(store, oracle)
 
 
 def test_bins_hold_their_bound() -> None:

@@ -18,16 +18,17 @@ from .sql import Connection
 __all__ = [
     "BACKFILLS",
     "MIGRATIONS",
-    "ROLLUP_TABLE",
+    "ROLLUP_TABLES",
     "SCHEMA_VERSION",
     "SchemaTooNew",
     "migrate",
     "register_functions",
 ]
 
-#: The services view's rollup (rollups.py), in SQL both databases take.
-ROLLUP_TABLE = """
-    CREATE TABLE service_rollup (
+#: The services view's rollup tables (rollups.py), in SQL both databases take.
+ROLLUP_TABLES = [
+    f"""
+    CREATE TABLE {table} (
         bucket_us BIGINT NOT NULL,
         project TEXT NOT NULL,
         service TEXT NOT NULL,
@@ -38,7 +39,9 @@ ROLLUP_TABLE = """
         errors BIGINT NOT NULL,
         PRIMARY KEY (bucket_us, project, service, route, caller, bin)
     )
-"""
+    """
+    for table, _ in rollups.LEVELS
+]
 
 MIGRATIONS: list[str] = [
     # 1: runs as received (post/patch JSON) plus indexed columns; one summary row per trace.
@@ -129,9 +132,9 @@ MIGRATIONS: list[str] = [
         trace_id, id, service, parent_run_id, name, status, start_us, end_us
     );
     """,
-    # 4: the services view's hourly rollup, kept at ingest (rollups.py), filled from the stored
-    # runs (BACKFILLS, which still reads them through runs_stats).
-    ROLLUP_TABLE + " WITHOUT ROWID",
+    # 4: the services view's rollups per hour and per minute, kept at ingest (rollups.py),
+    # filled from the stored runs (BACKFILLS, which still reads them through runs_stats).
+    ";".join(table + " WITHOUT ROWID" for table in ROLLUP_TABLES),
     # 5: runs_stats made the multi-day scans the rollup now avoids less slow, and cost ingest
     # 1.25x (bench_services.py --ingest-only); a range's partial edges do without it.
     "DROP INDEX IF EXISTS runs_stats",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .migrations import ROLLUP_TABLE
+from .migrations import ROLLUP_TABLES
 
 __all__ = [
     "MIGRATIONS",
@@ -123,9 +123,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_stats ON runs (trace_id, id)
         INCLUDE (service, parent_run_id, name, status, start_us, end_us)
     """,
-    # 4: the services view's hourly rollup (as SQLite's migration 4), filled by the backfill
-    # the store passes to migrate(). Not partitioned: its rows are per hour and route.
-    ROLLUP_TABLE.replace("TEXT", 'TEXT COLLATE "C"'),
+    # 4: the services view's rollups (as SQLite's migration 4), filled by the backfill the
+    # store passes to migrate(). Not partitioned: their rows are per minute or hour and route.
+    ";".join(table.replace("TEXT", 'TEXT COLLATE "C"') for table in ROLLUP_TABLES),
     # 5: as SQLite's migration 5, runs_stats goes (its partitions' indexes with it).
     "DROP INDEX IF EXISTS runs_stats",
 ]

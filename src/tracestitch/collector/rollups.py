@@ -8,7 +8,8 @@ one, from skewed clocks, reads as 0), bin ``k >= 1`` durations ``d`` with
 ``ceil(log(d) / log(g)) = k - 1``, where ``g = (1 + a) / (1 - a)`` and ``a`` is
 :data:`RELATIVE_ERROR`; :data:`PENDING_BIN` holds the requests not ended. A percentile read from
 the histogram is its bin's ``2 * g ** (k - 1) / (g + 1)``, within ``a`` (1%) of the exact
-nearest-rank value (the DDSketch bound); counts are exact.
+nearest-rank value (the DDSketch bound); counts are exact. ``service_rollup_minute`` holds the
+same per minute, for the partial hours at a range's edges (:data:`LEVELS`).
 
 The table is kept exact as runs change, whatever order they arrive in: each write transaction
 reads the touched traces' requests before it writes (:func:`contributions`), again after, and adds
@@ -31,6 +32,8 @@ from .sql import Connection
 
 __all__ = [
     "BUCKET_US",
+    "LEVELS",
+    "MINUTE_US",
     "NO_START",
     "PENDING_BIN",
     "RELATIVE_ERROR",
@@ -46,6 +49,10 @@ __all__ = [
 
 #: The width of a rollup bucket: an hour of trace start times, in microseconds.
 BUCKET_US = 3_600 * 1_000_000
+#: The width of the finer buckets a range's partial hours are read from.
+MINUTE_US = 60 * 1_000_000
+#: ``(table, bucket width)`` of each level, coarsest first.
+LEVELS = (("service_rollup", BUCKET_US), ("service_rollup_minute", MINUTE_US))
 #: The most a percentile read from the histogram differs from the exact value, relatively.
 RELATIVE_ERROR = 0.01
 #: The histogram bin of a request that has not ended (no duration).
@@ -57,8 +64,8 @@ _GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LOG_GAMMA = math.log(_GAMMA)
 _CHUNK = 500
 
-#: ``(bucket_us, project, service, route, caller, bin) -> [requests, errors]``; route and caller
-#: are ``""`` for none (they are part of the table's primary key).
+#: ``(minute bucket_us, project, service, route, caller, bin) -> [requests, errors]``; route and
+#: caller are ``""`` for none (they are part of the tables' primary key).
 Contributions = dict[tuple[int, str, str, str, str, int], list[int]]
 
 # One row per request: its service, route, status, duration, its caller's service, and its
@@ -73,13 +80,13 @@ _ENTRIES = (
     " AND (p.service IS NULL OR p.service <> r.service)"
 )
 _UPSERT = (
-    "INSERT INTO service_rollup(bucket_us, project, service, route, caller, bin, requests, errors)"
+    "INSERT INTO {0}(bucket_us, project, service, route, caller, bin, requests, errors)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket_us, project, service, route, caller, bin)"
-    " DO UPDATE SET requests = service_rollup.requests + excluded.requests,"
-    " errors = service_rollup.errors + excluded.errors"
+    " DO UPDATE SET requests = {0}.requests + excluded.requests,"
+    " errors = {0}.errors + excluded.errors"
 )
 _DROP_EMPTY = (
-    "DELETE FROM service_rollup WHERE bucket_us = ? AND project = ? AND service = ? AND route = ?"
+    "DELETE FROM {0} WHERE bucket_us = ? AND project = ? AND service = ? AND route = ?"
     " AND caller = ? AND bin = ? AND requests = 0"
 )
 
@@ -108,7 +115,7 @@ def entry_rows(conn: Connection, condition: str, params: Sequence[Any]) -> Itera
 
 def _add(out: Contributions, rows: Iterable[Any]) -> None:
     for service, route, status, duration, caller, start, project in rows:
-        bucket = start // BUCKET_US * BUCKET_US if start is not None else NO_START
+        bucket = start // MINUTE_US * MINUTE_US if start is not None else NO_START
         key = (bucket, project, service, route or "", caller or "", latency_bin(duration))
         counts = out.get(key)
         if counts is None:
@@ -128,10 +135,22 @@ def contributions(conn: Connection, trace_ids: Iterable[str]) -> Contributions:
 
 
 def _apply(conn: Connection, delta: Contributions) -> None:
-    # In key order: two PostgreSQL collectors updating the same rows lock them in one order.
-    changed = sorted((key, counts) for key, counts in delta.items() if counts != [0, 0])
-    conn.executemany(_UPSERT, [(*key, *counts) for key, counts in changed])
-    conn.executemany(_DROP_EMPTY, [key for key, counts in changed if counts[0] < 0])
+    for table, width in LEVELS:
+        level: Contributions = {}
+        for (bucket, project, service, route, caller, latency), (requests, errors) in delta.items():
+            start = bucket // width * width if bucket != NO_START else bucket
+            key = (start, project, service, route, caller, latency)
+            counts = level.get(key)
+            if counts is None:
+                counts = level[key] = [0, 0]
+            counts[0] += requests
+            counts[1] += errors
+        # In key order: two PostgreSQL collectors updating the same rows lock them in one order.
+        changed = sorted((key, counts) for key, counts in level.items() if counts != [0, 0])
+        conn.executemany(_UPSERT.format(table), [(*key, *counts) for key, counts in changed])
+        conn.executemany(
+            _DROP_EMPTY.format(table), [key for key, counts in changed if counts[0] < 0]
+        )
 
 
 def update(conn: Connection, trace_ids: Iterable[str], before: Contributions) -> None:
@@ -154,8 +173,9 @@ def forget(conn: Connection, trace_ids: Iterable[str]) -> None:
 
 
 def rebuild(conn: Connection) -> None:
-    """Fill ``service_rollup`` from every stored run (a migration's backfill)."""
-    conn.execute("DELETE FROM service_rollup")
+    """Fill the rollup tables from every stored run (a migration's backfill)."""
+    for table, _ in LEVELS:
+        conn.execute(f"DELETE FROM {table}")
     out: Contributions = {}
     _add(out, entry_rows(conn, "1 = 1", ()))
     _apply(conn, out)

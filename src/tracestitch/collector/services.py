@@ -6,13 +6,14 @@ middleware names a request's run ``"GET /orders/{id}"``). Per service and route:
 errors, request rate and p50/p95 latency (nearest rank) over a time range of trace starts; the
 map's edges are the (caller's service → callee's service) pairs of those runs.
 
-A range is read in two parts. Its whole hours come from the rollup kept at ingest
+A range is read in three parts. Its whole hours come from the hourly rollup kept at ingest
 (:mod:`.rollups`: counts exact, percentiles from a log-scale histogram, within
-:data:`~.rollups.RELATIVE_ERROR` of the exact value); its partial hours at either end from the
-stored runs, through the traces' start index, binned the same way. A range within one hour is
-read from the runs alone, with exact percentiles. So the cost follows the hours in the range
-and the runs at its two edges, not the runs in it: a week at a million runs reads a few
-thousand rollup rows.
+:data:`~.rollups.RELATIVE_ERROR` of the exact value), the whole minutes of its partial hours
+from the per-minute rollup, and the partial minutes at either end from the stored runs,
+through the traces' start index, binned the same way. A range within one minute is read from
+the runs alone, with exact percentiles. So the cost follows the hours and minutes in the range
+and the runs of its two edge minutes, not the runs in it: a week at a million runs reads a
+few thousand rollup rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from tracestitch.status import ERROR
 
-from .rollups import BUCKET_US, NO_START, PENDING_BIN, bin_value_us, entry_rows, latency_bin
+from .rollups import LEVELS, NO_START, PENDING_BIN, bin_value_us, entry_rows, latency_bin
 from .sql import Connection
 
 __all__ = ["ServiceFilter", "service_stats"]
@@ -46,22 +47,37 @@ class _Route:
     bins: dict[int, int] = field(default_factory=dict)  # histogram bin -> requests
 
 
-def _split(
-    flt: ServiceFilter,
-) -> tuple[tuple[int | None, int | None] | None, list[tuple[int | None, int | None]]]:
-    # (the whole hours [first, end) to read from the rollup, or None; the [since, until]
-    # ranges to read from the runs: the partial hours at the edges, or the whole range).
-    since, until = flt.since_us, flt.until_us
-    first = None if since is None else -(-since // BUCKET_US) * BUCKET_US
-    end = None if until is None else (until + 1) // BUCKET_US * BUCKET_US
+_Range = tuple[int | None, int | None]
+
+
+def _cover(since: int | None, until: int | None, width: int) -> tuple[_Range | None, list[_Range]]:
+    # The whole buckets of ``width`` in [since, until] as [first, end), or None; and the
+    # [since, until] remainders at the edges they leave.
+    first = None if since is None else -(-since // width) * width
+    end = None if until is None else (until + 1) // width * width
     if first is not None and end is not None and first >= end:
-        return None, [(since, until)]  # no whole hour: the runs alone, exact
-    edges: list[tuple[int | None, int | None]] = []
+        return None, [(since, until)]
+    rest: list[_Range] = []
     if since is not None and first is not None and since < first:
-        edges.append((since, first - 1))
+        rest.append((since, first - 1))
     if until is not None and end is not None and end <= until:
-        edges.append((end, until))
-    return (first, end), edges
+        rest.append((end, until))
+    return (first, end), rest
+
+
+def _split(flt: ServiceFilter) -> tuple[list[tuple[str, _Range]], list[_Range]]:
+    # (the (table, [first, end)) rollup reads, coarsest first; the ranges left to the runs).
+    reads: list[tuple[str, _Range]] = []
+    left: list[_Range] = [(flt.since_us, flt.until_us)]
+    for table, width in LEVELS:
+        finer: list[_Range] = []
+        for since, until in left:
+            whole, rest = _cover(since, until, width)
+            if whole is not None:
+                reads.append((table, whole))
+            finer += rest
+        left = finer
+    return reads, left
 
 
 def _nearest_rank(ordered: list[int], percent: int) -> int:
@@ -84,11 +100,12 @@ def _from_bins(bins: dict[int, int], percent: int) -> float:
 def _read_rollup(
     conn: Connection,
     flt: ServiceFilter,
-    hours: tuple[int | None, int | None],
+    table: str,
+    buckets: _Range,
     routes: dict[tuple[str, str | None], _Route],
     edges: dict[tuple[str, str], list[int]],
 ) -> None:
-    first, end = hours
+    first, end = buckets
     where: list[str] = []
     params: list[object] = []
     if first is not None:
@@ -106,7 +123,7 @@ def _read_rollup(
         params.append(flt.project)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     for service, route, caller, latency, requests, errors in conn.execute(
-        "SELECT service, route, caller, bin, SUM(requests), SUM(errors) FROM service_rollup"
+        f"SELECT service, route, caller, bin, SUM(requests), SUM(errors) FROM {table}"
         f"{clause} GROUP BY service, route, caller, bin",
         params,
     ):
@@ -140,14 +157,15 @@ def service_stats(conn: Connection, flt: ServiceFilter) -> dict[str, Any]:
 
     A route: ``service``, ``route``, ``requests``, ``errors``, ``pending`` (not ended),
     ``p50_ms``, ``p95_ms`` (nearest rank over the ended ones; from the rollup's histogram,
-    within :data:`~.rollups.RELATIVE_ERROR`, when the range holds a whole hour). An edge:
+    within :data:`~.rollups.RELATIVE_ERROR`, when the range holds a whole minute). An edge:
     ``caller``, ``callee``, ``calls``, ``errors``.
     """
-    hours, partial = _split(flt)
+    reads, partial = _split(flt)
     routes: dict[tuple[str, str | None], _Route] = {}
     edges: dict[tuple[str, str], list[int]] = {}
-    if hours is not None:
-        _read_rollup(conn, flt, hours, routes, edges)
+    for table, buckets in reads:
+        _read_rollup(conn, flt, table, buckets, routes, edges)
+    exact = not reads
     for since, until in partial:
         where, params = ["1 = 1"], []
         for value, condition in (
@@ -165,9 +183,9 @@ def service_stats(conn: Connection, flt: ServiceFilter) -> dict[str, Any]:
             entry = routes[(service, route or None)]
             if duration is None:
                 entry.pending += 1
-            elif hours is None:
+            elif exact:
                 entry.durations.append(duration)
-            if hours is not None:
+            if not exact:
                 latency = latency_bin(duration)
                 entry.bins[latency] = entry.bins.get(latency, 0) + 1
     return {
