@@ -242,6 +242,7 @@ class PgStore(SqlStore):
                     raise
         if time.monotonic() - self._last_retention > self._retention_interval_s:
             self.apply_retention()
+        self._after_ingest()
         return len(ops)
 
     def _ingest(

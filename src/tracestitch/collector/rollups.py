@@ -11,13 +11,18 @@ the histogram is its bin's ``2 * g ** (k - 1) / (g + 1)``, within ``a`` (1%) of 
 nearest-rank value (the DDSketch bound); counts are exact. ``service_rollup_minute`` holds the
 same per minute, for the partial hours at a range's edges (:data:`LEVELS`).
 
-The table is kept exact as runs change, whatever order they arrive in: each write transaction
-reads the touched traces' requests before it writes (:func:`contributions`), again after, and adds
-the difference (:func:`update`). A patch that ends a request moves it out of the pending bin; a
-parent arriving after its child can turn the child from a request into an internal call; a root
-arriving late moves the whole trace to its own start hour and project. Retention subtracts what
-it deletes (:func:`forget`); a new database, or one from before the table, is filled from the
-stored runs (:func:`rebuild`).
+The tables are kept exact as runs change, whatever order they arrive in: each write
+transaction reads the touched traces' requests before it writes (:func:`contributions`), again
+after, and adds the difference (:func:`update`). A patch that ends a request moves it out of the
+pending bin; a parent arriving after its child can turn the child from a request into an
+internal call; a root arriving late moves the whole trace to its own start hour and project.
+Retention subtracts what it deletes (:func:`forget`); a new database, or one from before the
+tables, is filled from the stored runs (:func:`rebuild`).
+
+A difference is added as new rows marked ``fresh``, never by updating a row in place: with
+upserts, collectors sharing a PostgreSQL database queued on the current minute's counters (two
+collectors ingested at 0.4x of before). Reads sum a key's rows; :func:`compact` folds each
+bucket that has fresh rows into one row per key, from time to time.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
     "RELATIVE_ERROR",
     "Contributions",
     "bin_value_us",
+    "compact",
     "contributions",
     "entry_rows",
     "forget",
@@ -79,16 +85,9 @@ _ENTRIES = (
     " WHERE r.trace_id = t.trace_id AND r.service IS NOT NULL"
     " AND (p.service IS NULL OR p.service <> r.service)"
 )
-_UPSERT = (
-    "INSERT INTO {0}(bucket_us, project, service, route, caller, bin, requests, errors)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket_us, project, service, route, caller, bin)"
-    " DO UPDATE SET requests = {0}.requests + excluded.requests,"
-    " errors = {0}.errors + excluded.errors"
-)
-_DROP_EMPTY = (
-    "DELETE FROM {0} WHERE bucket_us = ? AND project = ? AND service = ? AND route = ?"
-    " AND caller = ? AND bin = ? AND requests = 0"
-)
+_COLUMNS = "bucket_us, project, service, route, caller, bin, requests, errors"
+_INSERT = "INSERT INTO {0}(" + _COLUMNS + ", fresh) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_KEY = "bucket_us, project, service, route, caller, bin"
 
 
 def latency_bin(duration_us: int | None) -> int:
@@ -145,12 +144,48 @@ def _apply(conn: Connection, delta: Contributions) -> None:
                 counts = level[key] = [0, 0]
             counts[0] += requests
             counts[1] += errors
-        # In key order: two PostgreSQL collectors updating the same rows lock them in one order.
-        changed = sorted((key, counts) for key, counts in level.items() if counts != [0, 0])
-        conn.executemany(_UPSERT.format(table), [(*key, *counts) for key, counts in changed])
-        conn.executemany(
-            _DROP_EMPTY.format(table), [key for key, counts in changed if counts[0] < 0]
-        )
+        changed = [(key, counts) for key, counts in level.items() if counts != [0, 0]]
+        _insert(conn, table, changed, fresh=1)
+
+
+def _insert(
+    conn: Connection, table: str, rows: list[tuple[tuple[Any, ...], list[int]]], fresh: int
+) -> None:
+    # One prepared statement for every row (psycopg pipelines them).
+    conn.executemany(_INSERT.format(table), [(*key, *counts, fresh) for key, counts in rows])
+
+
+def compact(conn: Connection) -> int:
+    """Fold the rows of every bucket that has fresh ones into one row per key (none for a key
+    that sums to nothing); returns the buckets compacted. Safe next to concurrent writers: on
+    PostgreSQL one statement deletes the rows and inserts their sums, so what it sums is what it
+    deleted; a row committed meanwhile stays as it is."""
+    done = 0
+    for table, _ in LEVELS:
+        buckets = [
+            row[0]
+            for row in conn.execute(f"SELECT DISTINCT bucket_us FROM {table} WHERE fresh = 1")
+        ]
+        for i in range(0, len(buckets), _CHUNK):
+            chunk = buckets[i : i + _CHUNK]
+            where = f"bucket_us IN ({','.join('?' * len(chunk))})"
+            if getattr(conn, "dialect", "sqlite") == "postgres":
+                conn.execute(
+                    f"WITH gone AS (DELETE FROM {table} WHERE {where} RETURNING {_COLUMNS})"
+                    f" INSERT INTO {table}({_COLUMNS}, fresh) SELECT {_KEY}, SUM(requests),"
+                    f" SUM(errors), 0 FROM gone GROUP BY {_KEY} HAVING SUM(requests) <> 0",
+                    chunk,
+                )
+            else:  # one writer at a time: sum, delete, insert in its transaction
+                sums = conn.execute(
+                    f"SELECT {_KEY}, SUM(requests), SUM(errors) FROM {table} WHERE {where}"
+                    f" GROUP BY {_KEY} HAVING SUM(requests) <> 0",
+                    chunk,
+                ).fetchall()
+                conn.execute(f"DELETE FROM {table} WHERE {where}", chunk)
+                _insert(conn, table, [(tuple(row[:6]), [row[6], row[7]]) for row in sums], 0)
+            done += len(chunk)
+    return done
 
 
 def update(conn: Connection, trace_ids: Iterable[str], before: Contributions) -> None:
@@ -179,3 +214,4 @@ def rebuild(conn: Connection) -> None:
     out: Contributions = {}
     _add(out, entry_rows(conn, "1 = 1", ()))
     _apply(conn, out)
+    compact(conn)

@@ -124,7 +124,8 @@ def _read_rollup(
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     for service, route, caller, latency, requests, errors in conn.execute(
         f"SELECT service, route, caller, bin, SUM(requests), SUM(errors) FROM {table}"
-        f"{clause} GROUP BY service, route, caller, bin",
+        # A key whose added and subtracted rows are not compacted yet may sum to nothing.
+        f"{clause} GROUP BY service, route, caller, bin HAVING SUM(requests) <> 0",
         params,
     ):
         _count(routes, edges, service, route, caller, requests, errors)

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import feedback as feedback_sql
 from . import projects as projects_sql
-from . import reads, services
+from . import reads, rollups, services
 from .feedback import FeedbackFilter, FeedbackOp
 from .projects import ProjectFilter
 from .query import TraceFilter
@@ -27,6 +27,10 @@ __all__ = ["SqlStore"]
 class SqlStore:
     """Store methods written once for both databases (see :class:`~.trace_store.TraceStore`)."""
 
+    #: Seconds between compactions of the services rollup, done after an ingest.
+    compact_interval_s = 10.0
+    _last_compaction = 0.0
+
     def _read(self) -> AbstractContextManager[Connection]:
         """A connection to read from, for the ``with`` block."""
         raise NotImplementedError
@@ -34,6 +38,18 @@ class SqlStore:
     def _write(self) -> AbstractContextManager[Connection]:
         """A write transaction, committed when the ``with`` block ends without an error."""
         raise NotImplementedError
+
+    def compact_rollups(self) -> int:
+        """Fold the services rollup's fresh rows (:func:`~.rollups.compact`), in a transaction
+        of its own; returns the buckets compacted."""
+        self._last_compaction = time.monotonic()
+        with self._write() as conn:
+            return rollups.compact(conn)
+
+    def _after_ingest(self) -> None:
+        # Every compact_interval_s: the rows ingest added since fold into one per key.
+        if time.monotonic() - self._last_compaction > self.compact_interval_s:
+            self.compact_rollups()
 
     # -- reads (the queries live in reads.py) --------------------------------------------------
 

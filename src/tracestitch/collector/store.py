@@ -136,6 +136,7 @@ class Store(SqlStore):
             summarise_traces(conn, touched, now_us, before)
         if time.monotonic() - self._last_retention > self._retention_interval_s:
             self.apply_retention()
+        self._after_ingest()
         return len(ops)
 
     def apply_retention(self, now: float | None = None) -> int:
