@@ -298,3 +298,20 @@ class ServerTracer:
     def name(self, method: str, template: str) -> str:
         """A server run's name: ``"GET /items/{item_id}"``."""
         return f"{method} {template[:MAX_PATH_CHARS]}"
+
+
+def start_asgi_run(tracer: ServerTracer, scope: Any, method: str) -> RunTree | Untraced | None:
+    """The run of an ASGI connection (an HTTP request, a WebSocket), from its scope: the
+    headers read once (recorded, and the trace headers for :meth:`ServerTracer.decide`), then
+    decided and started. ``None``: pass it through untouched; an :class:`Untraced`: run it
+    with tracing disabled."""
+    path: str = scope["path"]
+    headers, trace = tracer.recorder.scan_pairs(scope.get("headers") or ())
+    parent = tracer.decide(method, path, trace, trace is not None)
+    if parent is None or isinstance(parent, Untraced):
+        return parent
+    raw_query = scope.get("query_string")
+    query = raw_query.decode("latin-1") if raw_query else ""
+    client = scope.get("client")
+    host = client[0] if client else None
+    return tracer.start(parent, method, path, query, host, headers, scope.get("server"))

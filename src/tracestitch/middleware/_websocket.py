@@ -23,7 +23,7 @@ from typing import Any
 
 from tracestitch import ids
 from tracestitch.instrument import attach, detach, finish_run, report, start_run
-from tracestitch.middleware._common import ServerTracer, Untraced
+from tracestitch.middleware._common import ServerTracer, Untraced, start_asgi_run
 from tracestitch.middleware._exchange import Exchange, untraced
 from tracestitch.middleware._recording import readable
 from tracestitch.middleware._starlette_routes import StarletteRoutes
@@ -99,21 +99,12 @@ class WebSocketTracer:
             app = scope.get("app")
             if app is not None:
                 tracer.learn_app(app)
-        path: str = scope["path"]
-        pairs = scope.get("headers") or ()
-        headers, trace = tracer.recorder.scan_pairs(pairs)
-        parent = tracer.decide(METHOD, path, trace, trace is not None)
-        if parent is None or isinstance(parent, Untraced):
-            return parent
-        raw_query = scope.get("query_string")
-        query = raw_query.decode("latin-1") if raw_query else ""
-        client = scope.get("client")
         offered = scope.get("subprotocols")
         # Read before the run starts: a run started is a run that must end.
         protocols = [readable(str(p))[:64] for p in offered[:MAX_SUBPROTOCOLS]] if offered else None
-        run = tracer.start(
-            parent, METHOD, path, query, client[0] if client else None, headers, scope.get("server")
-        )
+        run = start_asgi_run(tracer, scope, METHOD)
+        if run is None or isinstance(run, Untraced):
+            return run
         if protocols:
             run.inputs["subprotocols"] = protocols
         connection = _Connection(tracer, run, scope, METHOD)

@@ -16,6 +16,7 @@ from tracestitch.middleware._common import (
     ServerTracer,
     Untraced,
     resolve_options,
+    start_asgi_run,
 )
 from tracestitch.middleware._exchange import Exchange, flush_at_shutdown, untraced
 from tracestitch.middleware._starlette_routes import StarletteRoutes
@@ -99,17 +100,9 @@ class TracingMiddleware:
             if app is not None:
                 tracer.learn_app(app)
         method: str = scope["method"]
-        path: str = scope["path"]
-        pairs = scope.get("headers") or ()
-        headers, trace = tracer.recorder.scan_pairs(pairs)
-        parent = tracer.decide(method, path, trace, trace is not None)
-        if parent is None or isinstance(parent, Untraced):
-            return parent
-        raw_query = scope.get("query_string")
-        query = raw_query.decode("latin-1") if raw_query else ""
-        client = scope.get("client")
-        client_host = client[0] if client else None
-        run = tracer.start(parent, method, path, query, client_host, headers, scope.get("server"))
+        run = start_asgi_run(tracer, scope, method)
+        if run is None or isinstance(run, Untraced):
+            return run
         exchange = _Exchange(tracer, run, scope, method)
         exchange._receive = receive
         exchange._send = send
