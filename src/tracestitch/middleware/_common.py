@@ -15,6 +15,7 @@ The options live in :mod:`._options`, what of a request is recorded (and redacte
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -55,7 +56,16 @@ __all__ = [
     "Untraced",
     "default_service_name",
     "missing_extra",
+    "start_asgi_run",
 ]
+
+
+# ASGI's shapes, as the ASGI adapters (HTTP and WebSocket) type them.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def missing_extra(framework: str, extra: str) -> ImportError:

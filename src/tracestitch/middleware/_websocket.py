@@ -16,14 +16,22 @@ Every piece of tracing work sits in a ``try`` that reports and swallows; the app
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import suppress
 from contextvars import Token
 from typing import Any
 
 from tracestitch import ids
 from tracestitch.instrument import attach, detach, finish_run, report, start_run
-from tracestitch.middleware._common import ServerTracer, Untraced, start_asgi_run
+from tracestitch.middleware._common import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    ServerTracer,
+    Untraced,
+    start_asgi_run,
+)
 from tracestitch.middleware._exchange import Exchange, untraced
 from tracestitch.middleware._recording import readable
 from tracestitch.middleware._starlette_routes import StarletteRoutes
@@ -31,11 +39,6 @@ from tracestitch.run_tree import RunTree
 
 __all__ = ["WebSocketTracer"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SITE = "middleware.asgi.websocket"
 METHOD = "WS"

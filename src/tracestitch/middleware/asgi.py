@@ -7,12 +7,16 @@ the matched route in ``scope["route"]`` (see :mod:`._starlette_routes` for mount
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tracestitch.instrument import attach, detach, report
 from tracestitch.middleware._common import (
+    ASGIApp,
+    Message,
     MiddlewareOptions,
+    Receive,
+    Scope,
+    Send,
     ServerTracer,
     Untraced,
     resolve_options,
@@ -24,11 +28,6 @@ from tracestitch.middleware._websocket import WebSocketTracer
 
 __all__ = ["TracingMiddleware"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SHUTDOWN_DONE = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 
