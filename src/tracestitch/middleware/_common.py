@@ -133,6 +133,7 @@ class ServerTracer:
     :attr:`recorder`'s (a part, not a base class: the recorder knows nothing of runs)."""
 
     __slots__ = (
+        "_app_seen",
         "_exclude",
         "_limits",
         "_meta",
@@ -156,6 +157,8 @@ class ServerTracer:
     def __init__(self, options: MiddlewareOptions, app: Any = None) -> None:
         self.options = options
         self.service = options.service or default_service_name(app)
+        # Whether the app the requests name (ASGI scope["app"]) was looked at: see learn_app.
+        self._app_seen = options.service is not None
         self.run_type = options.run_type
         self.route_resolver = options.route_resolver
         self.trace_header = options.trace_id_header.lower() if options.trace_id_header else None
@@ -315,6 +318,11 @@ def start_asgi_run(tracer: ServerTracer, scope: Any, method: str) -> RunTree | U
     headers read once (recorded, and the trace headers for :meth:`ServerTracer.decide`), then
     decided and started. ``None``: pass it through untouched; an :class:`Untraced`: run it
     with tracing disabled."""
+    if not tracer._app_seen:  # the first connection: the app it names, once
+        tracer._app_seen = True
+        app = scope.get("app")
+        if app is not None:
+            tracer.learn_app(app)
     path: str = scope["path"]
     headers, trace = tracer.recorder.scan_pairs(scope.get("headers") or ())
     parent = tracer.decide(method, path, trace, trace is not None)

@@ -58,13 +58,12 @@ class WebSocketTracer:
     """Traces the ``websocket`` scopes of one :class:`TracingMiddleware
     <tracestitch.middleware.asgi.TracingMiddleware>`, with its tracer and route cache."""
 
-    __slots__ = ("_app_seen", "_header", "_routes", "_tracer", "app")
+    __slots__ = ("_header", "_routes", "_tracer", "app")
 
     def __init__(self, app: ASGIApp, tracer: ServerTracer, routes: StarletteRoutes) -> None:
         self.app = app
         self._tracer = tracer
         self._routes = routes
-        self._app_seen = tracer.options.service is not None
         header = tracer.trace_header
         self._header = header.encode("latin-1") if header else None
 
@@ -97,11 +96,6 @@ class WebSocketTracer:
 
     def _begin(self, scope: Scope) -> _Connection | Untraced | None:
         tracer = self._tracer
-        if not self._app_seen:
-            self._app_seen = True
-            app = scope.get("app")
-            if app is not None:
-                tracer.learn_app(app)
         offered = scope.get("subprotocols")
         # Read before the run starts: a run started is a run that must end.
         protocols = [readable(str(p))[:64] for p in offered[:MAX_SUBPROTOCOLS]] if offered else None

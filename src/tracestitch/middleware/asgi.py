@@ -50,7 +50,6 @@ class TracingMiddleware:
         options = resolve_options(options, kwargs)
         self.options = options
         self._tracer = ServerTracer(options, app)
-        self._app_seen = options.service is not None
         self._routes = StarletteRoutes(app)
         header = self._tracer.trace_header
         self._trace_header = header.encode("latin-1") if header else None
@@ -93,11 +92,6 @@ class TracingMiddleware:
 
     def _begin(self, scope: Scope, receive: Receive, send: Send) -> Any:
         tracer = self._tracer
-        if not self._app_seen:
-            self._app_seen = True
-            app = scope.get("app")
-            if app is not None:
-                tracer.learn_app(app)
         method: str = scope["method"]
         run = start_asgi_run(tracer, scope, method)
         if run is None or isinstance(run, Untraced):
