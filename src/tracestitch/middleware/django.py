@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tracestitch.carriers import ENVIRON
 from tracestitch.instrument import activate, report
 from tracestitch.middleware import MiddlewareOptions
+from tracestitch.middleware._bodies import AsyncBody, Body, Context
 from tracestitch.middleware._common import ServerTracer, Untraced, missing_extra, resolve_options
 from tracestitch.middleware._exchange import Exchange, untraced
 
@@ -114,18 +115,16 @@ class TracingMiddleware:
 class _Untraced:
     """A request not traced here: its code, streamed body included, runs with tracing off."""
 
-    size = 0
-
     def __init__(self, request: Untraced) -> None:
         self.context = functools.partial(untraced, request)
 
     def end(self, *args: Any, **kwargs: Any) -> None:
         pass  # no run to end
 
-    finish = end
-
     def respond(self, response: Any) -> Any:
-        return _streamed(response, self)
+        if getattr(response, "file_to_stream", None) is not None:
+            return response  # a file the server sends itself: no app code runs
+        return _streamed(response, None, self.context)
 
 
 class _Exchange(Exchange):
@@ -146,10 +145,11 @@ class _Exchange(Exchange):
     def context(self) -> activate:
         return activate(self.run)
 
-    def finish(self) -> None:
-        """End the run: with the view's exception when the answer is a server error."""
-        status = self.status
-        self.end(self.raised if status is not None and status >= 500 else None)
+    def end(self, error: BaseException | None = None, *, incomplete: bool = False) -> None:
+        """End the run: a server error's error is the view's exception, if it raised one."""
+        if error is None and self.raised is not None and (self.status or 0) >= 500:
+            error = self.raised
+        super().end(error, incomplete=incomplete)
 
     def respond(self, response: Any) -> Any:
         """Record ``response`` and end the run, or leave its end to the streamed body."""
@@ -161,67 +161,21 @@ class _Exchange(Exchange):
             if not response.streaming:
                 self.size = len(response.content)
             elif getattr(response, "file_to_stream", None) is None:
-                return _streamed(response, self)
-            self.finish()  # a file the server sends itself: no app code runs past here
+                return _streamed(response, self, self.context)
+            self.end()  # a file the server sends itself: no app code runs past here
         except Exception as exc:
             report("middleware.django.respond", exc)
             self.end()
         return response
 
 
-def _streamed(response: Any, exchange: _Exchange | _Untraced) -> Any:
-    """``response``, its streamed chunks (if any) made in the exchange's context."""
+def _streamed(response: Any, exchange: _Exchange | None, context: Context) -> Any:
+    """``response``, its streamed chunks made in ``context`` (and counted, the run ended after
+    the last, when ``exchange``); Django calls the body's ``close`` as the response closes."""
     try:
-        if response.streaming and getattr(response, "file_to_stream", None) is None:
-            body = _AsyncBody if response.is_async else _Body
-            response.streaming_content = body(response.streaming_content, exchange)
+        if response.streaming:
+            body = AsyncBody if response.is_async else Body
+            response.streaming_content = body(response.streaming_content, exchange, context)
     except Exception as exc:
         report("middleware.django.body", exc)
     return response
-
-
-class _Chunks:
-    """A streamed body: chunks made in the request's context and counted, the run ended after
-    the last; Django calls ``close`` as the response closes (early: the client left)."""
-
-    def __init__(self, chunks: Any, exchange: _Exchange | _Untraced) -> None:
-        self._chunks, self._exchange = chunks, exchange
-
-    def _took(self, chunk: bytes) -> bytes:
-        self._exchange.size += len(chunk)
-        return chunk
-
-    def _ended(self, exc: BaseException) -> None:
-        if isinstance(exc, (StopIteration, StopAsyncIteration)):
-            self._exchange.finish()
-        else:
-            self._exchange.end(exc)
-
-    def close(self) -> None:
-        self._exchange.end(incomplete=True)  # does nothing after the last chunk
-
-
-class _Body(_Chunks):
-    def __iter__(self) -> Iterator[bytes]:  # Django tries iter() first: async bodies lack it
-        return self
-
-    def __next__(self) -> bytes:
-        with self._exchange.context():
-            try:
-                return self._took(next(self._chunks))
-            except BaseException as exc:
-                self._ended(exc)
-                raise
-
-
-class _AsyncBody(_Chunks):
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        with self._exchange.context():
-            try:
-                return self._took(await self._chunks.__anext__())
-            except BaseException as exc:
-                self._ended(exc)
-                raise

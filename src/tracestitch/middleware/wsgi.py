@@ -13,12 +13,12 @@ leaves in ``environ["werkzeug.request"]`` (``url_rule``); other frameworks can p
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tracestitch.carriers import ENVIRON
 from tracestitch.instrument import activate, report
+from tracestitch.middleware._bodies import Body
 from tracestitch.middleware._common import (
     MiddlewareOptions,
     ServerTracer,
@@ -66,14 +66,14 @@ class TracingMiddleware:
         if not isinstance(exchange, _Exchange):
             context = functools.partial(untraced, exchange)
             with context():
-                return _Response(self.app(environ, start_response), None, context)
+                return Body(self.app(environ, start_response), None, context)
         with activate(exchange.run):
             try:
                 result = self.app(environ, exchange.start_response)
             except BaseException as exc:
                 exchange.end(exc)
                 raise
-        return _Response(result, exchange, functools.partial(activate, exchange.run))
+        return Body(result, exchange, functools.partial(activate, exchange.run))
 
     def _begin(self, environ: Environ, start_response: StartResponse) -> Any:
         tracer = self._tracer
@@ -137,63 +137,3 @@ class _Exchange(Exchange):
         except Exception as exc:
             report("middleware.wsgi.start_response", exc)
         return self._start_response(status, headers, *exc_info)
-
-
-class _Response:
-    """The app's response iterable, run in the request's context (its run current, or tracing
-    off for an untraced request) while app code produces each chunk or closes; the run ends
-    when the server has taken the last chunk, or closes the response early."""
-
-    __slots__ = ("_context", "_exchange", "_iterator", "_result")
-
-    def __init__(
-        self,
-        result: Iterable[bytes],
-        exchange: _Exchange | None,
-        context: Callable[[], AbstractContextManager[Any]],
-    ) -> None:
-        self._result = result
-        self._exchange = exchange
-        self._context = context
-        self._iterator: Iterator[bytes] | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        exchange = self._exchange
-        with self._context():
-            try:
-                iterator = self._iterator
-                if iterator is None:
-                    iterator = self._iterator = iter(self._result)
-                chunk = next(iterator)
-            except StopIteration:
-                if exchange is not None:
-                    exchange.end()
-                raise
-            except BaseException as exc:
-                if exchange is not None:
-                    exchange.end(exc)
-                raise
-        if exchange is not None:
-            try:
-                exchange.size += len(chunk)
-            except Exception as exc:  # not bytes: the server will say so, not us
-                report("middleware.wsgi.body", exc)
-        return chunk
-
-    def close(self) -> None:
-        close = getattr(self._result, "close", None)
-        if close is not None:
-            # Teardown code (Flask's teardown handlers) still belongs to the request's run.
-            with self._context():
-                try:
-                    close()
-                except BaseException as exc:
-                    if self._exchange is not None:
-                        self._exchange.end(exc)
-                    raise
-        if self._exchange is not None:
-            # Closed before the last chunk: the client went away, or the server gave up.
-            self._exchange.end(incomplete=True)
