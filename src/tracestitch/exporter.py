@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -36,6 +37,9 @@ __all__ = [
     "Op",
     "add_listener",
     "dispatch",
+    "exit_bound",
+    "flush_all",
+    "flush_bound",
     "get_exporter",
     "remove_listener",
     "replace_exporter",
@@ -222,6 +226,46 @@ def shutdown_all(timeout: float | None = None) -> bool:
         bound = _own_bound(target, "shutdown_timeout", "shutdown_max", "build_wait")
         thread.join((timeout if timeout is not None else bound) + 1.0)
     return len(results) == len(threads) and all(results)
+
+
+def flush_all(timeout: float | None = None) -> bool:
+    """Flush the process-wide exporter and every one registered with :func:`shutdown_at_exit`
+    (they stay open), all within ``timeout`` seconds together (default: :func:`flush_bound`).
+    Returns whether everything handed on so far went out. What a
+    process that is asked to stop, but is not exiting yet, calls (see :mod:`tracestitch.sigterm`).
+    """
+    targets = _targets()
+    if timeout is None:
+        timeout = flush_bound()
+    deadline = time.monotonic() + timeout
+    done = True
+    for target in targets:
+        try:
+            done = bool(target.flush(max(0.0, deadline - time.monotonic()))) and done
+        except Exception as exc:
+            done = False
+            report("exporter.flush", exc)
+    return done
+
+
+def flush_bound() -> float:
+    """How long :func:`flush_all` waits with no timeout given (seconds): the longest of the
+    exporters' ``shutdown_timeout`` (``TRACESTITCH_SHUTDOWN_TIMEOUT``)."""
+    return max((_own_bound(t, "shutdown_timeout") for t in _targets()), default=0.0)
+
+
+def exit_bound() -> float:
+    """The longest :func:`shutdown_all` may take with no timeout given (seconds): the longest
+    of the exporters' own bounds, plus the second its guard allows."""
+    bounds = [_own_bound(t, "shutdown_timeout", "shutdown_max", "build_wait") for t in _targets()]
+    return max(bounds, default=0.0) + 1.0
+
+
+def _targets() -> list[Exporter]:
+    """The slot's exporter (not built if it is still a factory: no run was made) and every
+    one registered for exit, each once."""
+    slot = _exporter
+    return [slot, *(e for e in list(_at_exit) if e is not slot)]
 
 
 def _own_bound(target: Exporter, *names: str) -> float:

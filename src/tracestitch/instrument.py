@@ -12,7 +12,8 @@ same four things with a run, and they do them through this module only:
   runs is not one block, as a WSGI response iterated by the server);
 - **finish** it (:func:`finish_run`, with outputs or the error), which hands it on to export;
 - keep every internal error away from the host code (:func:`report`, in ``except`` blocks),
-  and :func:`flush` what is still queued when the host shuts down.
+  and :func:`flush` what is still queued when the host shuts down (:func:`flush_if_stopping`
+  after each request once SIGTERM came, for servers that give the app no shutdown hook).
 
 Headers travel through carriers (:mod:`tracestitch.carriers`): :func:`remote_parent` reads the
 caller's run from any of them and :func:`inject` writes the current one for the next service.
@@ -49,6 +50,7 @@ from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import inject
 from tracestitch.run_context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.run_tree import RunTree, new_run
+from tracestitch.sigterm import flush_if_stopping, stopping
 
 __all__ = [
     "CURRENT",
@@ -59,10 +61,12 @@ __all__ = [
     "detach",
     "finish_run",
     "flush",
+    "flush_if_stopping",
     "inject",
     "remote_parent",
     "report",
     "start_run",
+    "stopping",
     "tracing_on",
 ]
 

@@ -56,6 +56,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tracestitch import sigterm
 from tracestitch.context import set_defaults
 from tracestitch.export.otel_env import OTLPConfigError, OTLPSettings, otlp_settings_from_env
 from tracestitch.exporter import (
@@ -259,6 +260,7 @@ def configure(
     else:
         result = FanoutExporter(exporters)
     if install:
+        sigterm.install()
         previous = set_exporter(result)
         if previous is not result:
             previous.shutdown(0.5)
@@ -347,6 +349,8 @@ def install_from_env(env: Mapping[str, str] | None = None) -> bool:
         ).start()
 
     set_exporter_factory(factory)
+    # Runs will leave this process: make SIGTERM deliver them too (atexit does not run).
+    sigterm.install()
     try:
         if _has_spooled_runs(settings):
             get_exporter()  # runs the factory: the exporter's sender replays the spool
