@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import include, path, re_path
 from django_apps import handler, urls_module
 
@@ -75,6 +77,27 @@ async def report_async(request: Any) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks())
 
 
+def download(request: Any) -> FileResponse:
+    return FileResponse(Path(__file__).open("rb"))  # a file on disk: Django sets its length
+
+
+class Pipe:
+    """A file-like object whose size cannot be told (no ``seek``, no ``tell``), as a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+PIPED = b"0123456789" * 1000
+
+
+def pipe(request: Any) -> FileResponse:
+    return FileResponse(Pipe(PIPED))
+
+
 def urls(name: str, view: Callable[..., Any], stream: Callable[..., Any]) -> str:
     urls_module(
         name,
@@ -85,6 +108,8 @@ def urls(name: str, view: Callable[..., Any], stream: Callable[..., Any]) -> str
             path("export", stream),
             re_path(r"^legacy/(?P<sku>[a-z]+)/$", legacy),
             path("broken", broken),
+            path("download", download),
+            path("pipe", pipe),
             path("gone", gone),
             path("forbidden", forbidden),
         ],
@@ -134,6 +159,20 @@ def test_a_streamed_bodys_chunks_are_made_with_its_run_current(url: str) -> None
     loads = runs.named("load")
     assert len(loads) == 3 and {r.parent_run_id for r in loads} == {server.id}
     assert len(runs) == 4
+
+
+# Django's own warning for a sync file served under ASGI: what such an app meets too.
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+def test_a_files_size_is_its_content_length_else_the_bytes_streamed(url: str) -> None:
+    with capture_runs() as runs:
+        served = httpx.get(f"{url}/download", timeout=TIMEOUT)
+        piped = httpx.get(f"{url}/pipe", timeout=TIMEOUT)
+    assert served.content == Path(__file__).read_bytes()
+    assert served.headers["content-length"] == str(len(served.content))
+    assert piped.content == PIPED and "content-length" not in piped.headers
+    size = len(served.content)
+    assert runs.one("GET /download").outputs == {"status_code": 200, "response_size": size}
+    assert runs.one("GET /pipe").outputs == {"status_code": 200, "response_size": len(PIPED)}
 
 
 def test_the_views_exception_is_the_error_and_4xx_exceptions_are_none(url: str) -> None:

@@ -160,13 +160,26 @@ class _Exchange(Exchange):
             self.routed(self.run_name())
             if not response.streaming:
                 self.size = len(response.content)
-            elif getattr(response, "file_to_stream", None) is None:
-                return _streamed(response, self, self.context)
-            self.end()  # a file the server sends itself: no app code runs past here
+            else:
+                size = _file_size(response)
+                if size is None:
+                    return _streamed(response, self, self.context)  # counted as it streams
+                self.size = size  # a file the server may send itself: no app code runs
+            self.end()
         except Exception as exc:
             report("middleware.django.respond", exc)
             self.end()
         return response
+
+
+def _file_size(response: Any) -> int | None:
+    """A ``FileResponse``'s ``Content-Length`` (Django sets it from the file when it can tell
+    the size); ``None``: count the body as it streams. A file of known size is left unwrapped:
+    wrapping its chunks would stop a WSGI server sending it itself (``wsgi.file_wrapper``)."""
+    if getattr(response, "file_to_stream", None) is None:
+        return None
+    length = str(response.get("Content-Length", ""))
+    return int(length) if length.isdigit() else None
 
 
 def _streamed(response: Any, exchange: _Exchange | None, context: Context) -> Any:
