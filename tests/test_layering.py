@@ -21,6 +21,7 @@ FRAMEWORKS = {
     "httpx",
     "aiohttp",
     "requests",
+    "websockets",
     "flask",
     "werkzeug",
     "uvicorn",

@@ -208,12 +208,15 @@ def test_options_are_validated_early() -> None:
         ("tracestitch.clients.httpx", "httpx", "httpx"),
         ("tracestitch.clients.aiohttp", "aiohttp", "aiohttp"),
         ("tracestitch.clients.requests", "requests", "requests"),
+        ("tracestitch.clients.websockets", "websockets", "websockets"),
     ],
 )
 def test_missing_framework_names_the_extra(
     module: str, framework: str, extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, framework, None)  # makes `import framework` fail
+    for name in [m for m in sys.modules if m.startswith(f"{framework}.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # and `from framework.sub import ...`
     monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(ImportError, match=re.escape(f"pip install 'tracestitch[{extra}]'")):
         importlib.import_module(module)
@@ -224,7 +227,7 @@ def test_package_import_is_light() -> None:
 
     code = (
         "import sys, tracestitch.clients; "
-        "print(sorted(m for m in ('httpx','aiohttp','requests') if m in sys.modules))"
+        "print(sorted(m for m in ('httpx','aiohttp','requests','websockets') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
