@@ -63,6 +63,7 @@ screenshot: install chromium
 
 bench: install
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r bench/requirements-nodeps.txt
 	$(BIN)/python bench/run.py $(ARGS)
 
 # tracestitch against the floor (bench/floor.py) and the peers, callgrind instructions and

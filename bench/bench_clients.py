@@ -1,6 +1,6 @@
-"""Client hooks: what tracing adds to an outgoing HTTP call, and to a two-service request path.
+"""Client hooks: what tracing adds to an outgoing HTTP call.
 
-Part 1, per call (in-process, one thread): µs added per call by tracestitch's httpx transport
+Per call (in-process, one thread): µs added per call by tracestitch's httpx transport
 (sync and async) and aiohttp trace config, against the same client without the hook, next to
 OpenTelemetry's httpx instrumentation (``opentelemetry-instrumentation-httpx`` + SDK with a
 ``BatchSpanProcessor`` and a no-op exporter) measured in the same rounds. httpx runs on
@@ -8,16 +8,12 @@ OpenTelemetry's httpx instrumentation (``opentelemetry-instrumentation-httpx`` +
 the same loop. Each call is made inside a current run/span (the case where the hook works).
 Rounds interleave the variants; the median of per-round differences is reported.
 
-Part 2, end to end: two uvicorn services, each in its own subprocess; A calls B with httpx
-per request. A bounded load of N requests at concurrency 32 per round, rounds interleaving the
-modes: untraced, tracestitch (ASGI middleware on both + ``AsyncTracingTransport`` in A),
-``ts-server-only`` (the middleware without the client hook, to split the cost) and
-OpenTelemetry (ASGI middleware on both + its httpx transport in A). Reports throughput and each
-service's CPU µs/request (from /proc), best round.
+The end-to-end bench (two services, A calling B, under ASGI, WSGI and aiohttp) is
+``bench_e2e.py``.
 
-Exporter: runs are handed to a tiny in-process exporter (``submit`` appends to a bounded deque),
-so the figures are the request-path cost; OpenTelemetry gets the equivalent (a batch processor
-with a no-op exporter).
+Exporter: tracestitch's real background exporter into an in-process sink
+(``common.install_real_exporter``); OpenTelemetry gets the equivalent (a batch processor with a
+no-op exporter).
 
     .venv/bin/python bench/bench_clients.py [--quick] [--json]
 """
@@ -26,10 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -40,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import install_real_exporter
 
 PER_CALL = {True: (2000, 5), False: (5000, 9)}  # quick: (calls per round, rounds)
-E2E = {True: (1000, 3), False: (3000, 5)}  # quick: (requests per round, rounds)
-CONCURRENCY = 32
 URL = "http://service-b/items/42"
 
 
@@ -73,7 +64,7 @@ def _install_tracestitch() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Part 1: per call
+# Per call
 # ---------------------------------------------------------------------------------------------
 
 
@@ -234,179 +225,9 @@ def per_call(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
-# Part 2: end to end, two services in subprocesses
-# ---------------------------------------------------------------------------------------------
-
-
-def _service_app(mode: str, role: str, downstream: str | None) -> Any:
-    """Service B answers a small JSON body; service A calls B once per request."""
-    import httpx
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
-    from starlette.routing import Route
-
-    client: httpx.AsyncClient | None = None
-    provider = _otel_provider() if mode == "otel" else None
-
-    async def b(request: Request) -> JSONResponse:
-        return JSONResponse({"item": request.path_params["item_id"], "ok": True})
-
-    async def a(request: Request) -> JSONResponse:
-        nonlocal client
-        if client is None:
-            if mode == "tracestitch":
-                from tracestitch.clients.httpx import AsyncTracingTransport
-
-                transport: httpx.AsyncBaseTransport = AsyncTracingTransport()
-            elif mode == "otel":
-                from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
-
-                transport = AsyncOpenTelemetryTransport(
-                    httpx.AsyncHTTPTransport(), tracer_provider=provider
-                )
-            else:
-                transport = httpx.AsyncHTTPTransport()
-            client = httpx.AsyncClient(transport=transport, timeout=30)
-        item = request.path_params["item_id"]
-        response = await client.get(f"{downstream}/items/{item}")
-        return JSONResponse({"from_b": response.json()})
-
-    async def health(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    routes = [Route("/health", health)]
-    if role == "a":
-        routes.append(Route("/a/{item_id}", a))
-    else:
-        routes.append(Route("/items/{item_id}", b))
-    app: Any = Starlette(routes=routes)
-    if mode in ("tracestitch", "ts-server-only"):
-        from tracestitch.middleware.asgi import TracingMiddleware
-
-        _install_tracestitch()
-        app = TracingMiddleware(app, service=f"service-{role}", exclude=["/health"])
-    elif mode == "otel":
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        app = OpenTelemetryMiddleware(app, tracer_provider=provider, excluded_urls="health")
-    return app
-
-
-def _serve(mode: str, role: str, port: int, downstream: str) -> None:
-    import uvicorn
-
-    app = _service_app(mode, role, downstream or None)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_us(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK") * 1e6
-
-
-def _start(mode: str, role: str, downstream: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", mode, role, str(port), downstream],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # bench only: wait for the child to listen
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{mode}/{role} did not start")
-
-
-async def _load(url: str, n: int) -> float:
-    import httpx
-
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        todo = iter(range(n))
-
-        async def worker() -> None:
-            for i in todo:
-                for attempt in range(3):  # a connection reset under load is retried, bounded
-                    try:
-                        response = await client.get(f"{url}/a/{i}")
-                        break
-                    except httpx.TransportError:
-                        if attempt == 2:
-                            raise
-                response.raise_for_status()
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return n / (time.perf_counter() - start)
-
-
-def end_to_end(quick: bool) -> list[dict[str, Any]]:
-    n, rounds = E2E[quick]
-    # "ts-server-only": tracestitch middleware on both services but a plain httpx transport in
-    # A, which separates the client hook's share from the server middleware's.
-    modes = ["untraced", "tracestitch", "ts-server-only", "otel"]
-    services: dict[str, tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]] = {}
-    try:
-        for mode in modes:
-            b_proc, b_url = _start(mode, "b", "")
-            a_proc, a_url = _start(mode, "a", b_url)
-            services[mode] = (a_proc, b_proc, a_url)
-        best: dict[str, tuple[float, float, float]] = {}
-        for mode in modes:
-            asyncio.run(_load(services[mode][2], 300))  # warm-up
-        for _ in range(rounds):
-            for mode in modes:
-                a_proc, b_proc, a_url = services[mode]
-                cpu_a, cpu_b = _cpu_us(a_proc.pid), _cpu_us(b_proc.pid)
-                rps = asyncio.run(_load(a_url, n))
-                used_a = (_cpu_us(a_proc.pid) - cpu_a) / n
-                used_b = (_cpu_us(b_proc.pid) - cpu_b) / n
-                prev = best.get(mode)
-                if prev is None:
-                    best[mode] = (rps, used_a, used_b)
-                else:
-                    best[mode] = (max(prev[0], rps), min(prev[1], used_a), min(prev[2], used_b))
-    finally:
-        for a_proc, b_proc, _url in services.values():
-            for proc in (a_proc, b_proc):
-                proc.terminate()
-                proc.wait(10)
-    base = best["untraced"][0]
-    return [
-        {
-            "bench": "end-to-end",
-            "mode": mode,
-            "requests": n,
-            "rounds": rounds,
-            "rps": round(rps, 1),
-            "x_untraced_rps": round(rps / base, 3),
-            "cpu_us_per_req_a": round(cpu_a, 1),
-            "cpu_us_per_req_b": round(cpu_b, 1),
-        }
-        for mode, (rps, cpu_a, cpu_b) in best.items()
-    ]
-
-
 def run(quick: bool) -> list[dict[str, Any]]:
-    """Per-call rows (added µs, x OpenTelemetry's added cost) then end-to-end rows."""
-    return [*per_call(quick), *end_to_end(quick)]
+    """Per-call rows (added µs, x OpenTelemetry's added cost)."""
+    return per_call(quick)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -422,22 +243,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 f"{'n/a' if otel is None else f'{otel:.1f}':>10}"
                 f"{'n/a' if ratio is None else f'{ratio:.2f}':>8}"
             )
-    head = f"{'mode':<14}{'req/s':>9}{'x untraced':>12}{'A CPU µs/req':>14}{'B CPU µs/req':>14}"
-    lines += ["", head, "-" * len(head)]
-    for r in rows:
-        if r["bench"] == "end-to-end":
-            lines.append(
-                f"{r['mode']:<14}{r['rps']:>9.1f}{r['x_untraced_rps']:>12.3f}"
-                f"{r['cpu_us_per_req_a']:>14.1f}{r['cpu_us_per_req_b']:>14.1f}"
-            )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "--serve":
-        _serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
-    else:
-        results = run("--quick" in sys.argv)
-        print(_table(results))
-        if "--json" in sys.argv:
-            print(json.dumps(results, indent=2))
+    results = run("--quick" in sys.argv)
+    print(_table(results))
+    if "--json" in sys.argv:
+        print(json.dumps(results, indent=2))

@@ -24,11 +24,12 @@ MODULES = [
     "bench_core",
     "bench_middleware",
     "bench_clients",
+    "bench_e2e",
     "bench_export",
     "bench_collector",
     "bench_short_lived",
 ]
-TIMEOUT = 600
+TIMEOUT = 1800  # bench_e2e --full: 14 service pairs x 5 rounds x 3,000 requests
 MARK = "@@ROWS@@"
 
 

@@ -56,15 +56,29 @@ def _clients(rows: Rows) -> list[tuple[str, str, str]]:
                     "<= 0.5x",
                 )
             )
-        elif row.get("bench") == "end-to-end" and row.get("mode") != "untraced":
-            target = ">= 0.95x" if row["mode"] == "tracestitch" else "(peer)"
-            out.append(
-                (
-                    f"end to end: {row['mode']} throughput",
-                    f"{row['x_untraced_rps']:.3f}x untraced",
-                    target,
-                )
+    return out
+
+
+def _end_to_end(rows: Rows) -> list[tuple[str, str, str]]:
+    out = []
+    for row in rows:
+        if row.get("mode") == "untraced":
+            continue
+        target = ">= 0.95x" if row["mode"] == "tracestitch" else "(peer)"
+        out.append(
+            (
+                f"end to end {row['server']}: {row['mode']} throughput",
+                f"{row['x_untraced_rps']:.3f}x untraced",
+                target,
             )
+        )
+        out.append(
+            (
+                f"end to end {row['server']}: {row['mode']} CPU A+B",
+                f"{row['x_untraced_cpu']:.3f}x untraced",
+                "",
+            )
+        )
     return out
 
 
@@ -83,6 +97,7 @@ def print_summary(results: dict[str, Rows]) -> None:
     lines += _core(results.get("bench_core", []))
     lines += _middleware(results.get("bench_middleware", []))
     lines += _clients(results.get("bench_clients", []))
+    lines += _end_to_end(results.get("bench_e2e", []))
     lines += _generic("export", results.get("bench_export", []))
     if not lines:
         return
