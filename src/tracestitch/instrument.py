@@ -15,6 +15,10 @@ same four things with a run, and they do them through this module only:
   and :func:`flush` what is still queued when the host shuts down (:func:`flush_if_stopping`
   after each request once SIGTERM came, for servers that give the app no shutdown hook).
 
+A run that enters a service (a request, a task execution) names that service in its metadata
+(``{SERVICE_KEY: service_name(app)}``, unless the user named it): its children inherit it, and
+it never travels downstream.
+
 Headers travel through carriers (:mod:`tracestitch.carriers`): :func:`remote_parent` reads the
 caller's run from any of them and :func:`inject` writes the current one for the next service.
 
@@ -38,6 +42,8 @@ runs started while it is on are seen by local listeners and never exported.
 from __future__ import annotations
 
 import enum
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from types import TracebackType
@@ -48,12 +54,15 @@ from tracestitch._guard import report
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
 from tracestitch.propagation import inject
+from tracestitch.propagation.baggage import SERVICE_KEY
 from tracestitch.run_context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.run_tree import RunTree, new_run
+from tracestitch.settings import read_env
 from tracestitch.sigterm import flush_if_stopping, stopping
 
 __all__ = [
     "CURRENT",
+    "SERVICE_KEY",
     "Parent",
     "activate",
     "attach",
@@ -65,6 +74,7 @@ __all__ = [
     "inject",
     "remote_parent",
     "report",
+    "service_name",
     "start_run",
     "stopping",
     "tracing_on",
@@ -201,3 +211,24 @@ def flush(timeout: float | None = None) -> bool:
     """Wait until the runs handed on so far are exported (at most ``timeout`` seconds):
     what an integration calls as its app or worker shuts down. ``True`` when all went out."""
     return get_exporter().flush(timeout)
+
+
+def service_name(app: Any = None) -> str:
+    """The name of the service this process runs, as its runs record it in
+    ``metadata["service"]`` (:data:`SERVICE_KEY`; never sent downstream):
+    ``TRACESTITCH_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``, else ``app``'s own name (its
+    ``title`` or ``name``: FastAPI's title, Flask's name), else the script's name. What an
+    integration uses when its user names no service (``service=``)."""
+    configured = read_env(os.environ, warn=False).service_name
+    if configured:
+        return configured
+    for attr in ("title", "name"):
+        value = getattr(app, attr, None)
+        # FastAPI's default title and a module run as a script say nothing about the service.
+        if isinstance(value, str) and value and value not in ("FastAPI", "__main__"):
+            return value
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    script = os.path.splitext(script)[0]
+    if script in ("", "-c", "__main__"):
+        return "python"
+    return script

@@ -77,6 +77,9 @@ def broker_env(collector: Collector, redis_url: str) -> dict[str, str]:
     return traced_env(collector.url, BROKER=f"{redis_url}/9", QUEUE=queue)
 
 
+WORKER_SERVICE = "receipts"
+
+
 @pytest.fixture(scope="module")
 def worker(app_dir: Path, broker_env: dict[str, str]) -> Iterator[Service]:
     """A real worker (the default prefork pool, one child) consuming this module's queue."""
@@ -84,7 +87,9 @@ def worker(app_dir: Path, broker_env: dict[str, str]) -> Iterator[Service]:
     args += ["--concurrency=1", "-Q", broker_env["QUEUE"], "-l", "info"]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     args += ["-n", f"{broker_env['QUEUE']}@%h"]
-    service = Service(args, broker_env, app_dir, " ready.")
+    # The worker's service named only through the environment, as a deployment names it.
+    env = {**broker_env, "TRACESTITCH_SERVICE_NAME": WORKER_SERVICE}
+    service = Service(args, env, app_dir, " ready.")
     yield service
     service.stop()
 
@@ -122,6 +127,10 @@ def celery_facts(run: dict[str, Any]) -> dict[str, Any]:
     return (run.get("extra") or {}).get("celery") or {}
 
 
+def service(run: dict[str, Any]) -> str | None:
+    return ((run.get("extra") or {}).get("metadata") or {}).get("service")
+
+
 def test_task_run_is_a_child_of_the_publisher_and_its_http_call_stitches_on(
     worker: Service,
     app_dir: Path,
@@ -150,6 +159,10 @@ def test_task_run_is_a_child_of_the_publisher_and_its_http_call_stitches_on(
     assert celery_facts(task)["attempt"] == 1
     assert task["inputs"]["args"] == [f"{downstream}/items/7"]
     assert len(runs) == 4
+    # The task's run names the worker's service, and so does the call it makes; the
+    # publisher's plain trace() run names none, and the callee keeps its own.
+    assert service(task) == WORKER_SERVICE and service(client) == WORKER_SERVICE
+    assert service(checkout) is None and service(server) == "inventory"
 
 
 def test_retries_are_siblings_numbered_by_attempt(
@@ -172,6 +185,7 @@ def test_retries_are_siblings_numbered_by_attempt(
     assert [celery_facts(r)["attempt"] for r in attempts] == [1, 2, 3]
     assert {r["parent_run_id"] for r in attempts} == {nightly["id"]}
     assert len({celery_facts(r)["task_id"] for r in attempts}) == 1
+    assert {service(r) for r in attempts} == {WORKER_SERVICE}
     for failed in attempts[:2]:
         assert failed["error"].startswith("ConnectionError: upstream busy"), failed["error"]
         assert failed["outputs"]["state"] == "RETRY"

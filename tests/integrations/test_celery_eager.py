@@ -70,3 +70,19 @@ def test_nothing_is_made_where_tracing_is_off(app: Celery) -> None:
     with capture_runs() as runs, tracing_context(enabled=False):
         assert add.delay(1, 1).get() == 2
     assert not runs
+
+
+def test_the_task_run_names_the_service_unless_the_callers_run_names_one(app: Celery) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    instrument_celery(app, service="ledger")  # replaces the options
+    with capture_runs() as runs:
+        with trace("script"):
+            assert add.delay(1, 2).get() == 3
+        with trace("request", metadata={"service": "orders"}):
+            assert add.delay(3, 4).get() == 7
+    under_script, under_request = (r for r in runs if r.name.endswith("add"))
+    assert under_script.metadata["service"] == "ledger"
+    assert under_request.metadata["service"] == "orders"  # run inside the caller's service

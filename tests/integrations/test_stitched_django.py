@@ -174,8 +174,14 @@ def test_fastapi_to_celery_to_django_is_one_tree(services: str, collector: Colle
     (authorize,) = children[django["id"]]
     assert authorize["name"] == "authorize"
 
-    # Each service names its own runs; a service's name never travels to the next one.
+    # Each service names its own runs; a service's name never travels to the next one. The
+    # worker's is its Celery app's name (nothing else names it).
     assert service(root) == "orders"
+    assert service(task) == "stitch" and service(client) == "stitch"
     assert service(django) == "payments" and service(authorize) == "payments"
-    assert service(task) is None and service(client) is None
     assert all(r["error"] is None for r in runs)
+
+    # So the collector's service map has the worker between the two HTTP services.
+    doc = httpx.get(f"{collector.url}/api/services", timeout=10).json()
+    edges = {(e["caller"], e["callee"]): e["calls"] for e in doc["edges"]}
+    assert edges == {("orders", "stitch"): 1, ("stitch", "payments"): 1}

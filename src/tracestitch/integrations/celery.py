@@ -22,6 +22,10 @@ signals carry it)::
   and its traceback.
 - ``countdown`` / ``eta``: the run starts when the worker executes the task (the ``eta`` is
   recorded), so the time it waited is the gap after the publishing run's start.
+- The task's run names the worker's service in ``metadata["service"]`` (``service=``, else
+  ``TRACESTITCH_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``, else the app's ``main`` name), as a
+  server middleware names its request runs; the runs made inside the task inherit it. An
+  eager task, run inside a run of the caller's that names a service, keeps the caller's.
 - Each prefork child flushes its runs as it shuts down (it exits without ``atexit``).
 
 Nothing here can fail a task or a publish: an internal error is reported
@@ -30,6 +34,7 @@ Nothing here can fail a task or a publish: an internal error is reported
 
 from __future__ import annotations
 
+import types
 from collections.abc import Collection, Mapping
 from contextvars import Token
 from dataclasses import dataclass
@@ -44,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
 
 from tracestitch import RunTree
 from tracestitch.instrument import (
+    SERVICE_KEY,
     attach,
     current_run,
     detach,
@@ -52,6 +58,7 @@ from tracestitch.instrument import (
     inject,
     remote_parent,
     report,
+    service_name,
     start_run,
 )
 
@@ -69,6 +76,7 @@ class _Attempt:
     run: RunTree | None
     token: Token[RunTree | None] | None
     parent: RunTree | None
+    metadata: dict[str, Any] | None  # the service's name, or None: the parent's is kept
     error: BaseException | str | None = None
 
 
@@ -76,6 +84,7 @@ class _Attempt:
 class _Options:
     record_args: bool
     trust: bool | Collection[str]
+    metadata: dict[str, Any]  # the worker's own facts: its service
 
 
 # The apps instrumented and their options, and the executions in progress by task id (a list:
@@ -86,16 +95,24 @@ _UID = "tracestitch.integrations.celery"
 
 
 def instrument_celery(
-    app: Celery, *, record_args: bool = True, trust: bool | Collection[str] = True
+    app: Celery,
+    *,
+    service: str | None = None,
+    record_args: bool = True,
+    trust: bool | Collection[str] = True,
 ) -> Celery:
     """Trace ``app``'s tasks and carry the trace over their messages; returns ``app``.
 
+    ``service``: the name a task's run records in ``metadata["service"]`` (default:
+    ``TRACESTITCH_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``, else ``app.main``).
     ``record_args``: record the task's ``args`` and ``kwargs`` as the run's inputs (turn off
     for tasks that receive secrets). ``trust``: what the publisher's baggage may set here
     (metadata, tags, project; :func:`tracestitch.propagation.extract`). Calling it again for
     the same app replaces the options; it connects each signal once.
     """
-    _apps[id(app)] = (app, _Options(record_args, trust))
+    # Celery names an app by its "main"; service_name reads an app's "name".
+    name = service or service_name(types.SimpleNamespace(name=app.main))
+    _apps[id(app)] = (app, _Options(record_args, trust, {SERVICE_KEY: name}))
     for signal, receiver in _receivers():
         signal.connect(receiver, weak=False, dispatch_uid=_UID)
     return app
@@ -148,26 +165,32 @@ def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
             return
         request = task.request
         stack = _active.setdefault(task_id, [])
+        metadata: dict[str, Any] | None = options.metadata
         if stack:  # a retry run inside its attempt: a sibling of that attempt
             parent: RunTree | None = stack[-1].parent
+            metadata = stack[-1].metadata
         else:
             headers = request.headers
             carrier = headers if isinstance(headers, Mapping) else {}
             parent = remote_parent(carrier, trust=options.trust)
             if parent is None:
                 # Untraced or hostile headers: a new trace in a worker; under the caller's run
-                # when the task runs eagerly in the caller's context.
+                # when the task runs eagerly in the caller's context (and in its service).
                 parent = current_run()
+                if parent is not None and SERVICE_KEY in parent.metadata:
+                    metadata = None
         run = start_run(
             task.name,
             "chain",
             parent=parent,
             inputs=_inputs(request, options),
+            metadata=metadata,
             kind="consumer",
         )
         if run is not None:
             run.extra["celery"] = _facts(task_id, request)
-        stack.append(_Attempt(run, attach(run) if run is not None else None, parent))
+        token = attach(run) if run is not None else None
+        stack.append(_Attempt(run, token, parent, metadata))
     except Exception as exc:
         report("celery.prerun", exc)
 

@@ -1,18 +1,17 @@
-"""The middleware's options: :class:`MiddlewareOptions` (validated when the app is built), the
-``exclude`` path matcher, and the default service name."""
+"""The middleware's options: :class:`MiddlewareOptions` (validated when the app is built) and
+the ``exclude`` path matcher; the default service name is
+:func:`tracestitch.instrument.service_name`'s (re-exported as ``default_service_name``)."""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tracestitch.instrument import service_name as default_service_name  # re-export
 from tracestitch.middleware._recording import DEFAULT_RECORDED_HEADERS, SENSITIVE_QUERY_KEYS
 from tracestitch.propagation import DEFAULT_LIMITS, Limits
-from tracestitch.settings import read_env
 
 __all__ = [
     "MiddlewareOptions",
@@ -165,24 +164,6 @@ class PathMatcher:
             return True
         # fullmatch: a regex excludes only what it spells out, like the exact paths.
         return any(regex.fullmatch(path) is not None for regex in self._regexes)
-
-
-def default_service_name(app: Any = None) -> str:
-    """``TRACESTITCH_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``, else the app's own name (FastAPI
-    ``title``, Flask ``name``), else the process's script name."""
-    configured = read_env(os.environ, warn=False).service_name
-    if configured:
-        return configured
-    for attr in ("title", "name"):
-        value = getattr(app, attr, None)
-        # FastAPI's default title and a module run as a script say nothing about the service.
-        if isinstance(value, str) and value and value not in ("FastAPI", "__main__"):
-            return value
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    script = os.path.splitext(script)[0]
-    if script in ("", "-c", "__main__"):
-        return "python"
-    return script
 
 
 def resolve_options(options: MiddlewareOptions | None, kwargs: dict[str, Any]) -> MiddlewareOptions:
