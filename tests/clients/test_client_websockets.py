@@ -169,6 +169,27 @@ def test_a_server_failing_with_1011_is_an_error(url: str, runs: RunCollector) ->
     assert client.error == "WebSocket closed with 1011"
 
 
+async def test_a_connection_lost_without_a_close_frame_is_an_error(runs: RunCollector) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def drop(websocket: ServerConnection) -> None:
+        await websocket.recv()
+        websocket.transport.abort()  # no close frame: the client sees 1006
+
+    async with serve(drop, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with trace("handler"):
+            async with aconnect(
+                f"ws://127.0.0.1:{port}/feed", create_connection=TracingClientConnection
+            ) as ws:
+                await ws.send("hi")
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+    client = settled(runs, 2).one(f"WS 127.0.0.1:{port}/feed")
+    assert client.outputs == {"status_code": 101, "closed_by": None, "close_code": 1006}
+    assert client.error == "WebSocket closed without a close frame"
+
+
 def test_a_refused_handshake_is_the_runs_error(url: str, runs: RunCollector) -> None:
     with (
         trace("handler"),
@@ -182,14 +203,17 @@ def test_a_refused_handshake_is_the_runs_error(url: str, runs: RunCollector) -> 
     assert client.error is not None and "403" in client.error
 
 
-async def test_nobody_listening_is_the_runs_error(runs: RunCollector) -> None:
+async def test_nobody_listening_raises_as_untraced_and_makes_no_client_run(
+    runs: RunCollector,
+) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with trace("handler"), pytest.raises(ConnectionRefusedError):
         async with aconnect(f"ws://127.0.0.1:{port}/x", create_connection=TracingClientConnection):
             pass
-    # Refused before any handshake: nothing to record but the caller's run.
+    # websockets makes the connection object once the socket is open: a refused connection
+    # never reaches the hook (the README says so), only the caller's run is recorded.
     assert [r.name for r in settled(runs, 1)] == ["handler"]
 
 

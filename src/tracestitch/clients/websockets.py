@@ -22,8 +22,9 @@ handshake where the ``propagate_to`` policy allows; a traced server (the ASGI mi
 its connection run a child of it. The run ends when the connection closes, with who closed it,
 the close code and reason; a refused handshake, a lost connection (no close frame, 1006) or a
 server's failure (1011, 1014) is its error. Each hop of a redirect is a connection of its own,
-checked against the policy on its own. :func:`connection_class` makes classes with other
-options (those of :class:`tracestitch.clients.ClientOptions`).
+checked against the policy on its own. A connection that cannot be opened makes no run:
+websockets creates the connection object once the socket is open. :func:`connection_class`
+makes classes with other options (those of :class:`tracestitch.clients.ClientOptions`).
 """
 
 from __future__ import annotations
