@@ -12,9 +12,9 @@ during the drain; so does a script or a WSGI server that leaves SIGTERM at its d
 in the environment, or ``configure()``) puts one handler in front of the one it finds, in the
 main thread only, and never where it would change what the signal does:
 
-- **The default (the process dies).** The handler shuts the exporters down as ``atexit``
-  would (bounded the same way: ``TRACESTITCH_SHUTDOWN_TIMEOUT`` for an endpoint that takes
-  nothing, ``TRACESTITCH_SHUTDOWN_MAX`` while it keeps taking batches), then restores the
+- **The default (the process dies).** The handler flushes (at most ``shutdown_timeout``),
+  then shuts the exporters down as ``atexit`` would (``TRACESTITCH_SHUTDOWN_MAX`` while the
+  endpoint keeps taking batches; at once if the flush ran out of time), then restores the
   default and raises the signal again: the exit status is still "killed by SIGTERM". This is
   also where uvicorn's re-raised signal lands when tracestitch was imported before uvicorn
   started (``uvicorn.run(app)``): uvicorn restores this handler, not the default.
@@ -109,7 +109,7 @@ class _Handler:
         global _stopped_at
         previous = self.previous
         if not callable(previous):  # the default: the process dies now, as it would have
-            _bounded(shutdown_all, exit_bound())
+            _bounded(_deliver_and_close, flush_bound() + exit_bound())
             signal.signal(signum, previous)
             signal.raise_signal(signum)
             return
@@ -117,6 +117,16 @@ class _Handler:
             _stopped_at = time.monotonic()
             _bounded(flush_if_stopping, flush_bound() + 1.0)
         previous(signum, frame)
+
+
+def _deliver_and_close() -> None:
+    """Flush with the exporters still open, then shut them down. A server with no drain
+    (werkzeug) has request threads still running: a run that ends just after its response was
+    written (a WSGI body's close) is taken during the flush, where a closed exporter would
+    refuse it. When the flush ran out of time the endpoint is not keeping up, so the shutdown
+    spools or drops the rest at once: a dead collector costs one ``shutdown_timeout``."""
+    delivered = flush_all()
+    shutdown_all(None if delivered else 0.0)
 
 
 def _bounded(work: Callable[[], Any], bound: float) -> None:
