@@ -6,24 +6,33 @@ size, gives the trace-id response header, and ends the run exactly once: at the 
 byte, when the client goes away, or with the error the app raised. An adapter subclasses it only
 to say where its framework keeps the matched route (:meth:`Exchange.route_template`) and to wrap
 its own response objects; :func:`untraced` is how every adapter runs a request it does not trace,
-and :func:`flush_at_shutdown` how it empties the exporter when the app stops.
+and :func:`flush_at_shutdown` how it empties the exporter when the app stops
+(:func:`flush_if_stopping_async` after each request once SIGTERM came).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from tracestitch.context import tracing_context
-from tracestitch.instrument import finish_run, flush, report
+from tracestitch.instrument import finish_run, flush, flush_if_stopping, report, stopping
 from tracestitch.middleware._recording import MAX_PATH_CHARS
 
 if TYPE_CHECKING:
     from tracestitch.middleware._common import ServerTracer, Untraced
     from tracestitch.run_tree import RunTree
 
-__all__ = ["Exchange", "flush_at_shutdown", "untraced"]
+__all__ = [
+    "Exchange",
+    "flush_at_shutdown",
+    "flush_if_stopping_async",
+    "flush_if_stopping_hook",
+    "untraced",
+]
 
 
 def untraced(request: Untraced) -> AbstractContextManager[None]:
@@ -35,13 +44,36 @@ def untraced(request: Untraced) -> AbstractContextManager[None]:
 async def flush_at_shutdown(timeout: float, site: str) -> None:
     """Flush the exporter as the app stops, without blocking the event loop meanwhile (other
     apps on it keep shutting down); off asyncio (trio), a bounded blocking flush."""
+    await _off_loop(functools.partial(flush, timeout), site)
+
+
+async def flush_if_stopping_async(site: str) -> None:
+    """Once SIGTERM came (:func:`tracestitch.instrument.stopping`), flush the runs of the
+    request that just finished before the server may re-raise it, off the event loop: an app
+    served without a shutdown hook (no ASGI lifespan) has no other moment. One check per
+    request otherwise (callers that run on every request check :func:`stopping` first)."""
+    if stopping():
+        await _off_loop(flush_if_stopping, site)
+
+
+def flush_if_stopping_hook(*args: object, **kwargs: object) -> None:
+    """The same for a framework's hook that runs on a thread once a response was sent
+    (Django's ``request_finished``); any arguments, never raises."""
+    if stopping():
+        try:
+            flush_if_stopping()
+        except Exception as exc:
+            report("middleware.flush", exc)
+
+
+async def _off_loop(work: Callable[[], object], site: str) -> None:
     try:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            flush(timeout)
+            work()
             return
-        await loop.run_in_executor(None, flush, timeout)
+        await loop.run_in_executor(None, work)
     except Exception as exc:
         report(f"{site}.flush", exc)
 

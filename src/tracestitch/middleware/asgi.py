@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracestitch.instrument import attach, detach, report
+from tracestitch.instrument import attach, detach, report, stopping
 from tracestitch.middleware._common import (
     ASGIApp,
     Message,
@@ -22,7 +22,12 @@ from tracestitch.middleware._common import (
     resolve_options,
     start_asgi_run,
 )
-from tracestitch.middleware._exchange import Exchange, flush_at_shutdown, untraced
+from tracestitch.middleware._exchange import (
+    Exchange,
+    flush_at_shutdown,
+    flush_if_stopping_async,
+    untraced,
+)
 from tracestitch.middleware._starlette_routes import StarletteRoutes
 from tracestitch.middleware._websocket import WebSocketTracer
 
@@ -80,7 +85,12 @@ class TracingMiddleware:
         token = attach(exchange.run)
         try:
             await self.app(scope, exchange.receive, exchange.send)
-        except BaseException as exc:
+        except Exception as exc:
+            exchange.end(exc)
+            if stopping():
+                await flush_if_stopping_async("middleware.asgi")
+            raise
+        except BaseException as exc:  # cancelled: nothing more to await
             exchange.end(exc)
             raise
         finally:
@@ -89,6 +99,8 @@ class TracingMiddleware:
             detach(token)
         if not exchange.done:  # the app returned before the last chunk
             exchange.end(None, incomplete=True)
+        if stopping():  # SIGTERM came: out before the server may re-raise it (no lifespan)
+            await flush_if_stopping_async("middleware.asgi")
 
     def _begin(self, scope: Scope, receive: Receive, send: Send) -> Any:
         tracer = self._tracer

@@ -18,11 +18,12 @@ from tracestitch.instrument import activate, report
 from tracestitch.middleware import MiddlewareOptions
 from tracestitch.middleware._bodies import AsyncBody, Body, Context
 from tracestitch.middleware._common import ServerTracer, Untraced, missing_extra, resolve_options
-from tracestitch.middleware._exchange import Exchange, untraced
+from tracestitch.middleware._exchange import Exchange, flush_if_stopping_hook, untraced
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
     from django.conf import settings
+    from django.core.signals import request_finished
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise missing_extra("Django", "django") from exc
 
@@ -58,6 +59,10 @@ class TracingMiddleware:
         project = str(getattr(settings, "ROOT_URLCONF", "") or "").partition(".")[0]
         # default_service_name reads the app's "name": the project's package, not the server's.
         self._tracer = ServerTracer(self.options, types.SimpleNamespace(name=project))
+        # Django has no shutdown hook (no ASGI lifespan): once SIGTERM came, the runs of the
+        # requests a server answers while it drains go out as each response closes (on a
+        # thread, after the body was sent), before the server re-raises the signal.
+        request_finished.connect(flush_if_stopping_hook, weak=False, dispatch_uid=__name__)
 
     def __call__(self, request: Any) -> Any:
         if self._async:
