@@ -309,6 +309,42 @@ def test_exit_does_not_wait_past_the_timeout_for_an_endpoint_that_takes_nothing(
         server.capture.event.set()
 
 
+class _HeldSink(ListSink):
+    """Takes nothing until ``release`` is set (a slow endpoint, under the test's control)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, ops: Sequence[WireOp]) -> None:
+        self.sending.set()
+        assert self.release.wait(10)
+        super().send(ops)
+
+
+def test_a_run_handed_over_while_shutdown_waits_is_delivered_too() -> None:
+    # At exit other threads still run: a server's request thread ends its run just after
+    # writing its response. The exporter is shutting down, not shut: it takes the run.
+    sink = _HeldSink()
+    exporter = BatchExporter(sink, flush_interval=0.01, shutdown_timeout=10.0)
+    finished_run(0, exporter).post()
+    assert sink.sending.wait(10)  # the first batch is at the sink
+    results: list[bool] = []
+    closing = threading.Thread(target=lambda: results.append(exporter.shutdown()))
+    closing.start()
+    assert wait_for(lambda: exporter._closing)  # shutdown is waiting for the sink
+    finished_run(1, exporter).post()
+    sink.release.set()
+    closing.join(10)
+    assert results == [True]
+    assert len(sink.ids) == len(set(sink.ids)) == 2  # each once
+    stats = exporter.stats()
+    assert stats["sent"] == stats["submitted"] == 2 and invariant(stats), stats
+    finished_run(2, exporter).post()  # after shutdown: refused, counted
+    assert exporter.stats()["drop_reasons"] == {"exporter closed": 1}
+
+
 def test_unstarted_exporter_shutdown_is_instant() -> None:
     exporter = BatchExporter(ListSink())
     assert exporter.shutdown() is True

@@ -167,6 +167,7 @@ class BatchExporter:
             replay_batch=self.max_batch_size,
         )
         self._started = False
+        self._closing = False  # shutdown() began (runs are still taken until it closes the books)
         self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
@@ -229,7 +230,7 @@ class BatchExporter:
 
     def _start(self) -> None:
         with self._ledger.lock:
-            if self._started or self._ledger.closed:
+            if self._started or self._ledger.closed or self._closing:
                 return
             self._started = True
             self._threads = [
@@ -276,9 +277,9 @@ class BatchExporter:
         and logged: after shutdown, ``stats()["pending"]`` is 0."""
         ledger = self._ledger
         with ledger.lock:
-            if ledger.closed:
+            if ledger.closed or self._closing:
                 return ledger.settled >= self._intake.submitted
-            ledger.closed = True
+            self._closing = True
         stall = self.shutdown_timeout if timeout is None else timeout
         limit = max(stall, self.shutdown_max) if timeout is None else timeout
         start = self._clock()
@@ -287,9 +288,18 @@ class BatchExporter:
         ledger.begin_exit(start, stall - reserve, start + limit - reserve)
         delivered = True
         if self._started:
-            delivered = ledger.wait_settled(self._intake.submitted, None)
+            # Runs handed over while this waits are taken and waited for too, within the same
+            # deadline: at exit (or SIGTERM) other threads still run, and a server's request
+            # thread ends its run just after writing the response (a WSGI body's close). Only
+            # what comes once the books close below is refused.
+            target = -1
+            while delivered and target != self._intake.submitted:
+                target = self._intake.submitted
+                delivered = ledger.wait_settled(target, None)
             if delivered and self.spool is not None:
                 self._sender.wait_replayed()
+        with ledger.lock:
+            ledger.closed = True
         ledger.stop.set()
         ledger.wake.set()
         with ledger.lock:
