@@ -4,8 +4,10 @@ A server middleware, an HTTP client hook, a task-queue hook and ``@traceable`` i
 same four things with a run, and they do them through this module only:
 
 - **start** one (:func:`start_run`) under a parent: the current run (the default), a
-  ``RunTree``, the caller's run read from incoming headers (:func:`remote_parent`), or
-  ``None`` for a new trace. It answers ``None`` when nothing is to be recorded here: tracing
+  ``RunTree``, the caller's run read from incoming headers (:func:`remote_parent` gives a
+  stand-in ``RunTree``; :func:`tracestitch.propagation.extract` the bare
+  :class:`~tracestitch.propagation.RemoteParent`, which a server's request path passes as it
+  is), or ``None`` for a new trace. It answers ``None`` when nothing is to be recorded here: tracing
   is off in this context (see :func:`tracing_on`), or the parent's trace is not recorded.
 - **activate** it as the current run while the instrumented code runs (:class:`activate`
   as a context manager; :func:`attach` / :func:`detach` with a token where the code that
@@ -53,7 +55,7 @@ from tracestitch import ids
 from tracestitch._guard import report
 from tracestitch.exporter import LOCAL_ONLY, get_exporter
 from tracestitch.open_runs import ship, watch
-from tracestitch.propagation import inject
+from tracestitch.propagation import RemoteParent, inject
 from tracestitch.propagation.baggage import SERVICE_KEY
 from tracestitch.run_context import LOCAL, _config, _current_run, tracing_enabled, tracing_mode
 from tracestitch.run_tree import RunTree, new_run
@@ -141,7 +143,7 @@ class activate:
 def start_run(
     name: str,
     run_type: str = "chain",
-    parent: RunTree | Literal[Parent.CURRENT] | None = CURRENT,
+    parent: RunTree | RemoteParent | Literal[Parent.CURRENT] | None = CURRENT,
     inputs: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     tags: Sequence[str] | None = None,
@@ -175,6 +177,9 @@ def start_run(
             tags = [*config.tags, *(tags or ())]
         if isinstance(parent, RunTree):
             if not parent.tracing_enabled:
+                return None
+        elif isinstance(parent, RemoteParent):
+            if not parent.sampled:
                 return None
         else:
             parent = None

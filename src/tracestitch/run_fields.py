@@ -2,7 +2,8 @@
 
 :class:`RunFields` is the base of :class:`tracestitch.run_tree.RunTree`: it declares the
 public fields (``RunTree`` makes them slots) and holds the conveniences that read and write
-only those: the time properties, tags, metadata, ``set``, the wire dict (``to_wire``).
+only those: the time properties, tags, metadata, ``set``, the wire dict (``to_wire``), the
+headers for a downstream call (``to_headers``).
 Building runs, linking them, their clock and export stay in ``run_tree``, with the private
 state they need.
 """
@@ -12,11 +13,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracestitch import ids
 from tracestitch.ids import RunId
+from tracestitch.propagation import inject
 from tracestitch.run_values import TimeLike, as_dict
+
+if TYPE_CHECKING:
+    from tracestitch.schemas import Run
 
 __all__ = ["RunFields"]
 
@@ -118,6 +123,19 @@ class RunFields:
                 self.outputs = {}
             self.outputs["usage_metadata"] = dict(usage_metadata)
 
+    def to_headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        """``langsmith-trace``, ``baggage`` and ``traceparent`` for a downstream call, merged
+        into ``headers`` (foreign baggage members kept)."""
+        return inject(self, {} if headers is None else headers)  # type: ignore[return-value]
+
+    def to_run(self, *, include_children: bool = False) -> Run:
+        """The validated :class:`tracestitch.schemas.Run` for this run."""
+        # Imported here, not at the top: pydantic is needed only at the edges, and importing
+        # it costs more than the rest of the package (schemas imports nothing of ours).
+        from tracestitch.schemas import Run
+
+        return Run.from_run_tree(self, include_children=include_children)  # type: ignore[arg-type]
+
     def to_wire(self, op: str = "post") -> dict[str, Any]:
         """The LangSmith ingest dict for ``op`` (``post``: everything; ``patch``: no inputs).
 
@@ -164,6 +182,13 @@ class RunFields:
         if self.reference_example_id is not None:
             wire["reference_example_id"] = str(self.reference_example_id)
         return wire
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as a JSON-ready dict (the ``post`` wire shape)."""
+        return self.to_wire("post")
+
+    # Last in the class: below this line ``dict`` would name this method, not the type.
+    dict = to_json  # the LangSmith Python SDK's name (pydantic style)
 
     def __repr__(self) -> str:
         return (

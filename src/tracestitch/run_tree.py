@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracestitch import ids
 from tracestitch.exporter import Exporter, dispatch
-from tracestitch.propagation import DEFAULT_LIMITS, Limits, RemoteParent, extract, inject
+from tracestitch.propagation import DEFAULT_LIMITS, Limits, RemoteParent, extract
+from tracestitch.run_args import RunArgs, keyword_run
 from tracestitch.run_compat import (
     config_run_args,
     convert_to_dotted_order_format,
@@ -30,18 +31,11 @@ from tracestitch.run_compat import (
 )
 from tracestitch.run_context import default_project, get_current_run_tree
 from tracestitch.run_fields import RunFields
-from tracestitch.run_values import (
-    TimeLike,
-    as_dict,
-    as_uuid,
-    format_error,
-    normalize_attachments,
-    root_ids,
-)
-from tracestitch.sampling import is_sampled
+from tracestitch.run_values import TimeLike, as_dict, format_error
+from tracestitch.sampling import continues
 
 if TYPE_CHECKING:
-    from tracestitch.schemas import Run
+    from typing_extensions import Unpack
 
 __all__ = [
     "RunTree",
@@ -80,116 +74,25 @@ class RunTree(RunFields):
     __slots__ = ("__weakref__", *__annotations__)
 
     def __init__(
-        self,
-        name: str = "Unnamed",
-        run_type: str = "chain",
-        *,
-        id: uuid.UUID | str | None = None,
-        project_name: str | None = None,
-        session_name: str | None = None,
-        parent_run: RunTree | None = None,
-        parent_run_id: uuid.UUID | str | None = None,
-        child_runs: Sequence[RunTree] | None = None,
-        start_time: TimeLike | None = None,
-        end_time: TimeLike | None = None,
-        extra: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        tags: Sequence[str] | None = None,
-        error: str | BaseException | None = None,
-        inputs: Mapping[str, Any] | None = None,
-        outputs: Mapping[str, Any] | None = None,
-        reference_example_id: uuid.UUID | str | None = None,
-        serialized: dict[str, Any] | None = None,
-        tracing_enabled: bool | None = None,
-        on_end: Callable[[RunTree], None] | None = None,
-        execution_order: int = 1,
-        child_execution_order: int | None = None,
-        dotted_order: str | None = None,
-        trace_id: uuid.UUID | str | None = None,
-        attachments: Mapping[str, Any] | None = None,
-        replicas: Sequence[Any] | None = None,
-        distributed_parent_id: uuid.UUID | str | None = None,
-        invocation_params: dict[str, Any] | None = None,
-        events: list[dict[str, Any]] | None = None,
-        exporter: Exporter | None = None,
-        client: Exporter | None = None,
-        address: str | None = None,
+        self, name: str = "Unnamed", run_type: str = "chain", **kwargs: Unpack[RunArgs]
     ) -> None:
-        # LangSmith's keyword constructor: its arguments normalized, then the one path.
-        start = None if start_time is None else ids.to_micros(start_time)
-        run_id = None if id is None else ids.run_id(id)
-        order = given_trace = order_parent = None
-        if parent_run is not None:
-            if parent_run_id is not None and as_uuid(parent_run_id) != parent_run.id:
-                raise ValueError("parent_run_id does not match parent_run.id")
-            if start is None:
-                start = ids.now_micros() + parent_run._skew_us
-        else:
-            if start is None:
-                start = ids.now_micros()
-            run_id, order, given_trace, order_parent = root_ids(
-                run_id, trace_id, dotted_order, start
-            )
-        if run_id is None:
-            run_id = ids.new_run_id()[0]
-        extra_dict = dict(extra) if extra else {}
-        meta = dict(extra_dict.pop("metadata", None) or {})
-        if metadata:
-            meta.update(metadata)
-        own = exporter if exporter is not None else client
-        self._fill(
-            name,
-            run_type,
-            parent_run,
-            run_id,
-            start,
-            inputs,
-            meta,
-            tags,
-            project_name or session_name,
-            own,
-            execution_order,
-            order,
-            given_trace,
-            order_parent,
-        )
-        if parent_run is None and parent_run_id is not None:
-            self.parent_run_id = ids.run_id(parent_run_id)
-        if child_execution_order is not None:
-            self.child_execution_order = child_execution_order
-        if tracing_enabled is not None:
-            self.tracing_enabled = tracing_enabled
-        if address:
-            self.address = address
-        if replicas:
-            self.replicas = list(replicas)
-        if end_time is not None:
-            self.end_time_us = ids.to_micros(end_time)
-        self.extra = extra_dict
-        if error is not None:
-            self.error = format_error(error)
-        if outputs is not None:
-            self.outputs = as_dict(outputs, "output")
-        if reference_example_id is not None:
-            self.reference_example_id = as_uuid(reference_example_id)
-        self.serialized = serialized
-        self.on_end = on_end
-        if attachments:
-            self.attachments = normalize_attachments(attachments)
-        if distributed_parent_id is not None:
-            self.distributed_parent_id = as_uuid(distributed_parent_id)
-        self.invocation_params = invocation_params
-        if events:
-            self.events = list(events)
-        if child_runs:
-            for child in child_runs:
-                self._adopt(child)
+        """LangSmith's keyword constructor: ``name``, ``run_type`` and the keywords
+        :class:`~tracestitch.run_args.RunArgs` lists (``parent_run``, ``inputs``, ``id``,
+        ``dotted_order``, ``start_time``, ``exporter`` ...)."""
+        parent = kwargs.get("parent_run")
+        now = ids.now_micros() + (0 if parent is None else parent._skew_us)
+        fill, later = keyword_run(kwargs, now)
+        self._fill(name, run_type, *fill)
+        for field, value in later.items():
+            setattr(self, field, value)
+        for child in kwargs.get("child_runs") or ():
+            self._adopt(child)
 
     def _fill(
         self,
         name: str,
         run_type: str,
-        parent: RunTree | None,
+        parent: RunTree | RemoteParent | None,
         run_id: ids.RunId,
         start: int,
         inputs: Mapping[str, Any] | None,
@@ -202,13 +105,14 @@ class RunTree(RunFields):
         trace_id: uuid.UUID | None = None,
         parent_id: uuid.UUID | None = None,
     ) -> None:
-        """The one construction path: sets every field of a new run (``order``, ``trace_id``,
-        ``parent_id``: a root whose order is known, parsed into those ids)."""
+        """The one construction path: sets every field of a new run under ``parent`` (a run
+        of this process, the caller's run read from headers, or none: a root; ``order``,
+        ``trace_id``, ``parent_id``: a root whose order is known, parsed into those ids)."""
         self.id = run_id
         self.name = name
         self.run_type = run_type
-        self.parent_run = parent
         if parent is None:
+            self.parent_run = None
             self._skew_us = 0
             if order is None:
                 order = ids.root_order(start, run_id.text)
@@ -227,14 +131,31 @@ class RunTree(RunFields):
             self.tracestate = None
         else:
             # Inherit the trace and its context; a child never starts before its parent
-            # (LangSmith rejects that), and keeps the clock correction of a remote parent.
-            if start < parent.start_time_us:
-                start = parent.start_time_us
-            self._skew_us = parent._skew_us
-            self.parent_run_id = parent.id
+            # (LangSmith rejects that).
+            if isinstance(parent, RemoteParent):
+                # The caller's run, as read from its headers: no run of ours stands for it.
+                # When the caller's clock runs ahead of ours, this subtree is shifted by the
+                # difference: its runs start after their parent and keep their durations.
+                self.parent_run = None
+                lead = parent.start_us - start
+                skew = lead if lead > 0 else 0
+                start += skew
+                self.parent_run_id = parent.run_id
+                self.project_name = project_name or parent.project_name or default_project()
+                self.tracing_enabled = parent.sampled
+                self.exporter = exporter
+            else:
+                self.parent_run = parent
+                if start < parent.start_time_us:
+                    start = parent.start_time_us
+                skew = parent._skew_us  # a remote ancestor's clock correction, kept
+                self.parent_run_id = parent.id
+                self.project_name = project_name or parent.project_name
+                self.tracing_enabled = parent.tracing_enabled
+                self.exporter = exporter if exporter is not None else parent.exporter
+            self._skew_us = skew
             self.trace_id = parent.trace_id
             self.dotted_order = ids.child_order(parent.dotted_order, start, run_id.text)
-            self.project_name = project_name or parent.project_name
             # A project named here outranks an inherited address (as in the SDKs).
             self.address = None if project_name else parent.address
             parent_meta = parent.metadata
@@ -243,12 +164,12 @@ class RunTree(RunFields):
             else:
                 self.metadata = dict(parent_meta) if parent_meta else {}
             parent_tags = parent.tags
-            if tags:
+            if not tags:
+                self.tags = list(parent_tags) if parent_tags else []
+            elif parent_tags:
                 self.tags = [*parent_tags, *(t for t in tags if t not in parent_tags)]
             else:
-                self.tags = list(parent_tags) if parent_tags else []
-            self.tracing_enabled = parent.tracing_enabled
-            self.exporter = exporter if exporter is not None else parent.exporter
+                self.tags = list(tags)
             self.replicas = parent.replicas
             self.tracestate = parent.tracestate
         self.start_time_us = start
@@ -270,9 +191,12 @@ class RunTree(RunFields):
         self._remote = False
 
     @classmethod
-    def _from_remote(cls, remote: RemoteParent, **inherit: Any) -> RunTree:
-        """A stand-in for a caller's run in another process: children attach to it; it is never
-        exported itself (the caller exports the real one)."""
+    def from_remote(cls, remote: RemoteParent, **inherit: Any) -> RunTree:
+        """A stand-in for a caller's run in another process, as
+        :func:`tracestitch.propagation.extract` read it: children attach to it; it is never
+        exported itself (the caller exports the real one). ``inherit``: constructor arguments
+        for it. (To start a run under the caller's, pass ``remote`` to :func:`new_run` as it
+        is: no stand-in is needed.)"""
         if inherit:
             inherit.setdefault("name", "parent")
             run = cls(
@@ -486,11 +410,6 @@ class RunTree(RunFields):
 
     # ------------------------------------------------------------------ headers
 
-    def to_headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
-        """``langsmith-trace``, ``baggage`` and ``traceparent`` for a downstream call, merged
-        into ``headers`` (foreign baggage members kept)."""
-        return inject(self, {} if headers is None else headers)  # type: ignore[return-value]
-
     @classmethod
     def from_headers(
         cls,
@@ -515,13 +434,8 @@ class RunTree(RunFields):
         remote = extract(headers, trust=trust, limits=limits)
         if remote is None:
             return None
-        run = cls._from_remote(remote, **inherit)
-        if (
-            sample_rate is not None
-            and sample_rate < 1.0
-            and not remote.from_w3c
-            and not is_sampled(remote.trace_id, sample_rate)
-        ):
+        run = cls.from_remote(remote, **inherit)
+        if not continues(remote, sample_rate):
             run.tracing_enabled = False
         return run
 
@@ -546,22 +460,6 @@ class RunTree(RunFields):
         if parent is not None:
             return parent.create_child(**args)
         return cls(**args)
-
-    # ------------------------------------------------------------------ serialization
-
-    def to_json(self) -> dict[str, Any]:
-        """The run as a JSON-ready dict (the ``post`` wire shape)."""
-        return self.to_wire("post")
-
-    dict = to_json  # the LangSmith Python SDK's name (pydantic style)
-
-    def to_run(self, *, include_children: bool = False) -> Run:
-        """The validated :class:`tracestitch.schemas.Run` for this run."""
-        # Imported here, not at the top: pydantic is needed only at the edges, and importing
-        # it costs more than the rest of the package (schemas imports nothing of ours).
-        from tracestitch.schemas import Run
-
-        return Run.from_run_tree(self, include_children=include_children)
 
 
 def is_run_tree(x: object) -> bool:
@@ -588,11 +486,9 @@ def new_run(
     ``inputs`` is kept as given when it is a dict (not copied); ``metadata`` and ``tags`` are
     merged under the parent's, as :meth:`RunTree.create_child` does.
     """
-    if parent is not None:
-        if not isinstance(parent, RunTree):
-            parent = RunTree._from_remote(parent)
+    if isinstance(parent, RunTree):
         return parent._child(name, run_type, inputs, metadata, tags, project_name)
     run = _new(RunTree)
     run_id, _, start = ids.new_run_id() if made is None else made
-    run._fill(name, run_type, None, run_id, start, inputs, metadata, tags, project_name, None, 1)
+    run._fill(name, run_type, parent, run_id, start, inputs, metadata, tags, project_name, None, 1)
     return run

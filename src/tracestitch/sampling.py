@@ -19,9 +19,10 @@ import uuid
 
 import xxhash
 
+from tracestitch.propagation.model import RemoteParent
 from tracestitch.settings import read_env
 
-__all__ = ["default_rate", "is_sampled"]
+__all__ = ["continues", "default_rate", "is_sampled"]
 
 #: The SDKs' hash modulus: rates are honoured to a millionth.
 _MODULUS = 1_000_000
@@ -37,6 +38,16 @@ def is_sampled(trace_id: uuid.UUID | str, rate: float | None) -> bool:
         return False
     text = str(trace_id).lower()
     return _hash(text.encode()) % _MODULUS / _MODULUS < rate
+
+
+def continues(remote: RemoteParent, rate: float | None) -> bool:
+    """Whether the trace of a caller's run (as :func:`tracestitch.propagation.extract` read
+    it) is recorded here at ``rate``: an OpenTelemetry caller's sampled flag decides, whatever
+    the rate (as OpenTelemetry's parent-based sampler does); else the trace id, as
+    :func:`is_sampled` decides it."""
+    if not remote.sampled:
+        return False
+    return remote.from_w3c or is_sampled(remote.trace_id, rate)
 
 
 def default_rate() -> float | None:

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 from tracestitch import ids
-from tracestitch.instrument import remote_parent, start_run, tracing_on
+from tracestitch.instrument import start_run, tracing_on
 from tracestitch.middleware._options import (
     MiddlewareOptions,
     PathMatcher,
@@ -38,9 +38,10 @@ from tracestitch.middleware._recording import (
 from tracestitch.middleware._recording import MAX_HEADER_CHARS as MAX_HEADER_CHARS  # re-export
 from tracestitch.middleware._recording import MAX_QUERY_CHARS as MAX_QUERY_CHARS  # re-export
 from tracestitch.middleware._recording import readable as readable  # re-export
+from tracestitch.propagation import RemoteParent, extract
 from tracestitch.propagation.baggage import SERVER_ADDRESS_KEY, SERVICE_KEY
 from tracestitch.run_tree import RunTree
-from tracestitch.sampling import default_rate, is_sampled
+from tracestitch.sampling import continues, default_rate, is_sampled
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -208,8 +209,8 @@ class ServerTracer:
 
     def parent(
         self, carrier: Any, has_trace: bool = True
-    ) -> RunTree | Outcome | Untraced | NewRoot:
-        """The caller's run (a never-exported stand-in) to start under, a new root
+    ) -> RemoteParent | Outcome | Untraced | NewRoot:
+        """The caller's run (as read from its headers) to start under, a new root
         (``Outcome.NEW_ROOT``, or a :class:`NewRoot` when its id decided its sampling), an
         :class:`Untraced` (sampled out, by the caller's W3C flag or by the trace id's hash as
         the LangSmith SDKs decide it), or ``Outcome.PASS``.
@@ -219,11 +220,15 @@ class ServerTracer:
         """
         rate = self._sample_rate
         if has_trace:
-            parent = remote_parent(
-                carrier, trust=self._trust, limits=self._limits, sample_rate=rate
-            )
-            if parent is not None:
-                return parent if parent.tracing_enabled else unsampled(parent)
+            remote = extract(carrier, trust=self._trust, limits=self._limits)
+            if remote is not None:
+                if continues(remote, rate):
+                    return remote
+                # Sampled out: a stand-in, not recording, is the current run, so outgoing
+                # calls pass traceparent -00 on and the next services record nothing either.
+                stand_in = RunTree.from_remote(remote)
+                stand_in.tracing_enabled = False
+                return unsampled(stand_in)
         if not self._new_roots:
             return Outcome.PASS
         if rate is None:
@@ -233,7 +238,7 @@ class ServerTracer:
 
     def decide(
         self, method: str, path: str, carrier: Any, has_trace: bool
-    ) -> RunTree | Outcome | Untraced | NewRoot | None:
+    ) -> RemoteParent | Outcome | Untraced | NewRoot | None:
         """:meth:`admit` then :meth:`parent`, as every adapter needs them: ``None`` (pass the
         request through untouched), an :class:`Untraced` (run it with tracing disabled), or
         the parent to :meth:`start` the request's run under (the caller's run or
@@ -250,7 +255,7 @@ class ServerTracer:
 
     def start(
         self,
-        parent: RunTree | Outcome | NewRoot,
+        parent: RemoteParent | Outcome | NewRoot,
         method: str,
         path: str,
         query: str,
@@ -275,10 +280,11 @@ class ServerTracer:
                 if len(self._meta_by_server) < 64:  # bounded: servers are few
                     self._meta_by_server[server] = found
             meta = found
+        remote = parent if type(parent) is RemoteParent else None
         run = start_run(
             f"{method} {path[:MAX_PATH_CHARS]}",  # until routed
             self.run_type,
-            parent if isinstance(parent, RunTree) else None,
+            remote,
             inputs,
             meta,
             self._tags,
@@ -288,12 +294,10 @@ class ServerTracer:
         )
         if run is None:  # decide() saw tracing on in this very context: cannot happen
             raise RuntimeError("tracing switched off between decide() and start()")
-        if isinstance(parent, RunTree) and parent.extra:
+        if remote is not None and remote.ancestor_span is not None:
             # An OpenTelemetry hop between the caller's tracestitch run and this one: which
             # run it was (the collector places this run under it).
-            ancestor = parent.extra.get("w3c_ancestor")
-            if ancestor is not None:
-                run.extra["w3c_ancestor"] = ancestor
+            run.extra["w3c_ancestor"] = remote.ancestor_span
         return run
 
     def status_error(self, status: int) -> str:
