@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tracestitch import ids
+from tracestitch.run_context import get_current_run_tree
 from tracestitch.run_values import TimeLike, as_uuid
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "convert_to_dotted_order_format",
     "is_runnable_config_like",
     "parent_from_callbacks",
+    "run_from_config",
 ]
 
 
@@ -63,6 +65,19 @@ def config_run_args(config: Mapping[str, Any], props: dict[str, Any]) -> dict[st
     metadata = {**(config.get("metadata") or {}), **(props.pop("metadata", None) or {})}
     tags = [*(config.get("tags") or []), *(props.pop("tags", None) or [])]
     return {**props, "name": name, "run_type": run_type, "metadata": metadata, "tags": tags}
+
+
+def run_from_config(
+    run_tree: type[RunTree], config: Mapping[str, Any] | None, props: dict[str, Any]
+) -> RunTree | None:
+    """``RunTree.from_runnable_config``: the parent from the config's LangChain callbacks, else
+    the current run, else none (a new root); ``None`` when ``props`` disable tracing."""
+    config = config or {}
+    if props.get("tracing_enabled") is False:
+        return None
+    parent = parent_from_callbacks(config.get("callbacks"), run_tree) or get_current_run_tree()
+    args = config_run_args(config, props)
+    return run_tree(**args) if parent is None else parent.create_child(**args)
 
 
 def parent_from_callbacks(callbacks: Any, run_tree: type[RunTree]) -> RunTree | None:

@@ -24,12 +24,11 @@ from tracestitch.exporter import Exporter, dispatch
 from tracestitch.propagation import DEFAULT_LIMITS, Limits, RemoteParent, extract
 from tracestitch.run_args import RunArgs, keyword_run
 from tracestitch.run_compat import (
-    config_run_args,
     convert_to_dotted_order_format,
     is_runnable_config_like,
-    parent_from_callbacks,
+    run_from_config,
 )
-from tracestitch.run_context import default_project, get_current_run_tree
+from tracestitch.run_context import default_project
 from tracestitch.run_fields import RunFields
 from tracestitch.run_values import TimeLike, as_dict, format_error
 from tracestitch.sampling import continues
@@ -137,22 +136,18 @@ class RunTree(RunFields):
                 # When the caller's clock runs ahead of ours, this subtree is shifted by the
                 # difference: its runs start after their parent and keep their durations.
                 self.parent_run = None
-                lead = parent.start_us - start
+                lead = parent.start_time_us - start
                 skew = lead if lead > 0 else 0
                 start += skew
-                self.parent_run_id = parent.run_id
-                self.project_name = project_name or parent.project_name or default_project()
-                self.tracing_enabled = parent.sampled
-                self.exporter = exporter
             else:
                 self.parent_run = parent
                 if start < parent.start_time_us:
                     start = parent.start_time_us
                 skew = parent._skew_us  # a remote ancestor's clock correction, kept
-                self.parent_run_id = parent.id
-                self.project_name = project_name or parent.project_name
-                self.tracing_enabled = parent.tracing_enabled
-                self.exporter = exporter if exporter is not None else parent.exporter
+            self.parent_run_id = parent.id
+            self.project_name = project_name or parent.project_name or default_project()
+            self.tracing_enabled = parent.tracing_enabled
+            self.exporter = exporter if exporter is not None else parent.exporter
             self._skew_us = skew
             self.trace_id = parent.trace_id
             self.dotted_order = ids.child_order(parent.dotted_order, start, run_id.text)
@@ -452,14 +447,7 @@ class RunTree(RunFields):
         ``langchain_core`` is installed and it names one), else the current run; with neither,
         a new root. Returns ``None`` only when tracing is disabled.
         """
-        config = config or {}
-        if props.get("tracing_enabled") is False:
-            return None
-        parent = parent_from_callbacks(config.get("callbacks"), cls) or get_current_run_tree()
-        args = config_run_args(config, props)
-        if parent is not None:
-            return parent.create_child(**args)
-        return cls(**args)
+        return run_from_config(cls, config, props)
 
 
 def is_run_tree(x: object) -> bool:

@@ -62,3 +62,22 @@ class RemoteParent:
     #: records nothing of this request, so neither does this service (nor, told by the
     #: ``-00`` it passes on, the next one).
     sampled: bool = True
+
+    # What a run started under this one reads of its parent, under the names a RunTree has
+    # (tracestitch.run_tree.new_run takes either as the parent).
+    @property
+    def id(self) -> ids.RunId:
+        return self.run_id
+
+    @property
+    def start_time_us(self) -> int:
+        return self.start_us
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self.sampled
+
+    @property
+    def exporter(self) -> None:
+        """A caller's run names no exporter here: its children use the process-wide one."""
+        return None
