@@ -8,11 +8,18 @@ A round sends N requests at concurrency 32 (httpx from this process) to A of eve
 every variant alike. Per pair and round: throughput, and all-thread CPU per request of A plus B
 (``/proc/<pid>/stat`` utime + stime of both service processes, read before the load and after
 ``/flush`` has made each exporter hand on what it was given). Ratios are taken against the same
-server's untraced pair of the same round; the median across rounds is reported.
+server's untraced pair of the same round; the median across rounds is reported. The load
+generator's own CPU per request is shown too: it shares the machine's cores with the services,
+so it dilutes what the services' added CPU costs in throughput.
 
     python bench/bench_e2e.py [--quick] [--rounds R] [--requests N] [--servers asgi,wsgi]
-                              [--json]
+                              [--loader httpx|aiohttp] [--json]
     python bench/bench_e2e.py --profile asgi/tracestitch [--requests N]
+    python bench/bench_e2e.py --threads asgi/tracestitch [--requests N]
+
+cProfile's figures are inflated by its per-call cost and show only where time goes; under
+``time.thread_time`` it also books a thread's blocked lock waits ("acquire") as its own time
+(the exporter's idle worker): ``--threads`` (from /proc, unprofiled) gives the real split.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ FULL = (3000, 5)  # requests per round, rounds
 QUICK = (200, 1)
 CONCURRENCY = 32
 WARMUP = 300  # requests per pair before the rounds (at most the round's)
-#: (server, mode) -> one (requests/s, CPU µs per request of A + B, records per request) per
-#: round.
-Samples = dict[tuple[str, str], list[tuple[float, float, float]]]
+#: (server, mode) -> one (requests/s, CPU µs per request of A + B, records per request, CPU µs
+#: per request of the load generator) per round.
+Samples = dict[tuple[str, str], list[tuple[float, float, float, float]]]
 
 
 def _free_port() -> int:
@@ -114,8 +121,16 @@ class Pair:
                 proc.wait(10)
 
 
+#: The client that sends the load: httpx (as the issue's figures were taken) or aiohttp's
+#: (``--loader aiohttp``: about a third of httpx's CPU per request, so less of the machine
+#: goes to the load and the services' costs weigh more in throughput).
+LOADER = {"name": "httpx"}
+
+
 async def load(url: str, n: int) -> float:
     """Send ``n`` requests to ``url``/a/{i} at concurrency 32; requests per second."""
+    if LOADER["name"] == "aiohttp":
+        return await _load_aiohttp(url, n)
     import httpx
 
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -132,6 +147,25 @@ async def load(url: str, n: int) -> float:
                         if attempt == 2:
                             raise
                 response.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - start)
+
+
+async def _load_aiohttp(url: str, n: int) -> float:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            for i in todo:
+                async with session.get(f"{url}/a/{i}") as response:
+                    response.raise_for_status()
+                    await response.read()
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -166,11 +200,12 @@ def measure(n: int, rounds: int, servers: list[str], modes: list[str] | None = N
             shift = r * len(keys) // max(rounds, 1)
             for key in keys[shift:] + keys[:shift]:
                 pair = pairs[key]
-                before = pair.cpu_us()
+                before, load_before = pair.cpu_us(), time.process_time()
                 rps = asyncio.run(load(pair.a_url, n))
+                load_cpu = (time.process_time() - load_before) / n * 1e6
                 done = pair.flush()
                 cpu = (pair.cpu_us() - before) / n
-                samples[key].append((rps, cpu, (done - records[key]) / n))
+                samples[key].append((rps, cpu, (done - records[key]) / n, load_cpu))
                 records[key] = done
     finally:
         for pair in pairs.values():
@@ -199,32 +234,101 @@ def rows(samples: Samples, n: int) -> list[dict[str, Any]]:
                 "cpu_us_per_req": round(statistics.median(run[1] for run in runs), 1),
                 "x_untraced_cpu": round(statistics.median(cpu_x), 3),
                 "records_per_req": round(statistics.median(run[2] for run in runs), 2),
+                "load_cpu_us_per_req": round(statistics.median(run[3] for run in runs), 1),
             }
         )
     return out
 
 
-def profile(server: str, mode: str, n: int, top: int = 30) -> None:
-    """cProfile (all threads) of A and B of one pair under ``n`` requests of load (after a
-    warm-up): the ``top`` functions of each by own time, then by cumulative time."""
+def thread_cpu_us(pid: int) -> dict[str, float]:
+    """CPU so far (µs) of each thread of process ``pid``, keyed ``main`` (the thread whose id
+    is the process id) or ``other threads`` (a server's request threads, exporters' workers)."""
+    out = {"main": 0.0, "other threads": 0.0}
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        key = "main" if int(tid) == pid else "other threads"
+        out[key] += (int(fields[11]) + int(fields[12])) * tick_us
+    return out
+
+
+def threads(server: str, mode: str, n: int) -> None:
+    """Unprofiled: CPU per request of each service's main thread and its other threads (the
+    background exporter's, and under WSGI the request threads), over ``n`` requests."""
+    pair = Pair(server, mode)
+    try:
+        pair.wait_ready()
+        asyncio.run(load(pair.a_url, WARMUP))
+        pair.flush()
+        before = [thread_cpu_us(proc.pid) for proc in pair.procs]
+        rps = asyncio.run(load(pair.a_url, n))
+        pair.flush()
+        after = [thread_cpu_us(proc.pid) for proc in pair.procs]
+    finally:
+        pair.stop()
+    print(f"{server}/{mode}: {rps:.1f} req/s; CPU µs per request (threads that ended are lost)")
+    for role, first, last in zip(("B", "A"), before, after, strict=True):
+        for key in first:
+            print(f"  {role} {key:<14}{(last[key] - first[key]) / n:>9.1f}")
+
+
+def _by_package(stats: Any) -> dict[str, float]:
+    """Own CPU seconds per top-level package (``tracestitch`` for this project's code)."""
+    totals: dict[str, float] = {}
+    for (filename, _, name), (_, _, own, _, _) in stats.stats.items():
+        if name.startswith("<method 'acquire'"):
+            continue  # blocked waits, not CPU (see the module's docstring)
+        if "/tracestitch/" in filename and "site-packages" not in filename:
+            key = "tracestitch"
+        elif "site-packages/" in filename:
+            key = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif filename.startswith("~") or filename.startswith("<"):
+            key = "builtins (C)"
+        else:
+            key = "stdlib/other"
+        totals[key] = totals.get(key, 0.0) + own
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def profile(server: str, mode: str, n: int, top: int = 25) -> None:
+    """cProfile (all threads, thread CPU time) of A and B of one pair under ``n`` requests of
+    load after a warm-up: own CPU per package, the ``top`` functions by own time, and
+    tracestitch's functions by cumulative time, per request (blocked lock waits left out)."""
     import pstats
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        pair = Pair(server, mode, profile_dir=tmp)
-        try:
-            pair.wait_ready()
-            asyncio.run(load(pair.a_url, WARMUP))
-            rps = asyncio.run(load(pair.a_url, n))
-            pair.flush()
-        finally:
-            pair.stop()
-        print(f"{server}/{mode}: {rps:.1f} req/s under the profiler")
-        for role in ("a", "b"):
-            stats = pstats.Stats(os.path.join(tmp, f"{role}.prof"))
-            print(f"\n=== service {role.upper()}: {server}/{mode}, {n + WARMUP} requests")
-            stats.sort_stats("tottime").print_stats(top)
-            stats.sort_stats("cumulative").print_stats(top)
+    tmp = tempfile.mkdtemp(prefix=f"e2e-{server}-{mode}-")
+    pair = Pair(server, mode, profile_dir=tmp)
+    try:
+        pair.wait_ready()
+        asyncio.run(load(pair.a_url, WARMUP))
+        rps = asyncio.run(load(pair.a_url, n))
+        pair.flush()
+    finally:
+        pair.stop()
+    requests = n + WARMUP
+    print(f"{server}/{mode}: {rps:.1f} req/s under the profiler; profiles in {tmp}")
+    for role in ("a", "b"):
+        stats = pstats.Stats(os.path.join(tmp, f"{role}.prof"))
+        entries = stats.stats  # type: ignore[attr-defined]
+        waits = sum(v[2] for k, v in entries.items() if k[2].startswith("<method 'acquire'"))
+        total = stats.total_tt - waits  # type: ignore[attr-defined]
+        print(f"\n=== service {role.upper()}: {server}/{mode}, {requests} requests")
+        print(f"CPU {total:.2f} s = {total / requests * 1e6:.0f} µs/request (profiled, no waits)")
+        for package, own in _by_package(stats).items():
+            if own / total >= 0.005:
+                print(f"  {package:<24}{own:>8.2f} s {own / total:>7.1%}")
+        stats.sort_stats("tottime").print_stats(top)
+        ours = [(v[3], v[2], v[1], k) for k, v in entries.items() if "/src/tracestitch/" in k[0]]
+        print("tracestitch by cumulative time, µs/request: cumulative, own, calls/request")
+        for cum, own, calls, (path, line, name) in sorted(ours, reverse=True)[:top]:
+            where = f"{path.split('/src/tracestitch/')[1]}:{line}({name})"
+            per = 1e6 / requests
+            print(f"  {cum * per:>8.0f}{own * per:>7.0f}{calls / requests:>7.2f}  {where}")
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -236,7 +340,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 def table(result: list[dict[str, Any]]) -> str:
     head = (
         f"{'server':<9}{'mode':<16}{'req/s':>9}{'x untraced':>12}{'(min-max)':>15}"
-        f"{'CPU µs/req A+B':>16}{'x untraced':>12}{'records/req':>13}"
+        f"{'CPU µs/req A+B':>16}{'x untraced':>12}{'records/req':>13}{'load CPU µs/req':>17}"
     )
     lines = [head, "-" * len(head)]
     for r in result:
@@ -244,7 +348,7 @@ def table(result: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['server']:<9}{r['mode']:<16}{r['rps']:>9.1f}{r['x_untraced_rps']:>12.3f}"
             f"{f'{low:.3f}-{high:.3f}':>15}{r['cpu_us_per_req']:>16.1f}{r['x_untraced_cpu']:>12.3f}"
-            f"{r['records_per_req']:>13.2f}"
+            f"{r['records_per_req']:>13.2f}{r['load_cpu_us_per_req']:>17.1f}"
         )
     return "\n".join(lines)
 
@@ -257,15 +361,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--modes", help="a subset of the modes (untraced always runs)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--loader", choices=("httpx", "aiohttp"), default="httpx")
     parser.add_argument("--profile", metavar="SERVER/MODE", help="cProfile one pair instead")
+    parser.add_argument(
+        "--threads", metavar="SERVER/MODE", help="one pair's CPU per thread instead"
+    )
     args = parser.parse_args(argv)
+    LOADER["name"] = args.loader
     n, rounds = QUICK if args.quick else FULL
     n, rounds = args.requests or n, args.rounds or rounds
     if args.profile:
         profile(*args.profile.split("/"), n)
         return 0
+    if args.threads:
+        threads(*args.threads.split("/"), n)
+        return 0
     servers = args.servers.split(",")
-    print(f"{n} requests x {rounds} rounds at concurrency {CONCURRENCY}; load {os.getloadavg()}")
+    print(
+        f"{n} requests x {rounds} rounds at concurrency {CONCURRENCY} ({args.loader});"
+        f" load {os.getloadavg()}"
+    )
     modes = args.modes.split(",") if args.modes else None
     result = rows(measure(n, rounds, servers, modes), n)
     print(table(result))
