@@ -311,10 +311,10 @@ def test_integrations_and_tracing_use_only_public_names_of_other_packages() -> N
 
 #: The longest a module in src/ may be: small modules named for what they hold (issue 13).
 MAX_MODULE_LINES = 450
-#: Modules still over it: the list only shrinks (remove an entry once it is split).
-LONG_MODULES_ALLOWED = {
-    "run_tree.py",  # being split by the request-path work
-}
+#: Modules still over it: the list only shrinks (remove an entry once it is split). Empty since
+#: run_tree.py was split (the keyword arguments into run_args.py, the public-only methods
+#: into run_fields.py).
+LONG_MODULES_ALLOWED: set[str] = set()
 
 
 def _long_modules() -> dict[str, int]:

@@ -99,6 +99,37 @@ class RunFields:
     def add_metadata(self, metadata: Mapping[str, Any]) -> None:
         self.metadata.update(metadata)
 
+    def now_us(self) -> int:
+        """Now, in µs since the epoch (a :class:`~tracestitch.run_tree.RunTree` reads it on
+        its own clock: shifted when its caller's runs ahead)."""
+        return ids.now_micros()
+
+    def add_event(
+        self,
+        event: str | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        time: TimeLike | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a timestamped event: ``add_event("retrieved", kwargs={"n": 3})`` or a dict
+        (``{"name", "time", "kwargs"}``), or a list of such dicts."""
+        if isinstance(event, str):
+            items: Sequence[Mapping[str, Any]] = [{"name": event, "kwargs": kwargs}]
+        elif isinstance(event, Mapping):
+            items = [event]
+        else:
+            items = event
+        for item in items:
+            when = item.get("time", time)
+            micros = self.now_us() if when is None else ids.to_micros(when)
+            record: dict[str, Any] = {
+                "name": str(item.get("name", "event")),
+                "time": ids.micros_to_datetime(micros).isoformat(),
+            }
+            item_kwargs = item.get("kwargs", kwargs)
+            if item_kwargs:
+                record["kwargs"] = dict(item_kwargs)
+            self.events.append(record)
+
     def set(
         self,
         *,

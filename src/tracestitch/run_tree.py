@@ -4,9 +4,9 @@ A plain ``__slots__`` class rather than a pydantic model: creating, linking and 
 every request's path, and validation there would cost more than the rest of the hop together
 (see bench/). ``to_run()`` gives the validated :class:`tracestitch.schemas.Run` when it is wanted.
 
-Every run is built by one method, ``_fill``, which sets every field: the keyword constructor
-normalizes LangSmith's ~30 arguments and calls it, :func:`new_run` (the factory integrations
-use) and :meth:`RunTree.create_child` call it directly. A new field goes there.
+Every run is built by one method, ``_fill``, which sets every field (a new field goes there):
+the keyword constructor (its arguments in :mod:`tracestitch.run_args`), :func:`new_run` (the
+factory integrations use) and :meth:`RunTree.create_child` all call it.
 
 Times are integer microseconds since the epoch (``start_time_us``/``end_time_us``); the
 ``start_time``/``end_time`` properties give and take datetimes, epoch milliseconds or ISO text.
@@ -274,17 +274,9 @@ class RunTree(RunFields):
         if "run_id" in kwargs:  # the LangSmith Python SDK's name for it
             kwargs["id"] = kwargs.pop("run_id")
         self.child_execution_order += 1
-        child = RunTree(
-            name,
-            run_type,
-            parent_run=self,
-            inputs=inputs,
-            metadata=metadata,
-            tags=tags,
-            project_name=project_name,
-            execution_order=self.child_execution_order,
-            **kwargs,
-        )
+        kwargs.update(parent_run=self, inputs=inputs, metadata=metadata, tags=tags)
+        kwargs.update(project_name=project_name, execution_order=self.child_execution_order)
+        child = RunTree(name, run_type, **kwargs)
         self._adopt(child)
         return child
 
@@ -299,21 +291,12 @@ class RunTree(RunFields):
     ) -> RunTree:
         # create_child without its keyword dict: the path of every @traceable call and every
         # server and client run (new_run comes here).
-        self.child_execution_order += 1
+        self.child_execution_order = order = self.child_execution_order + 1
         child = _new(RunTree)
         run_id, _, now = ids.new_run_id()
+        start = now + self._skew_us
         child._fill(
-            name,
-            run_type,
-            self,
-            run_id,
-            now + self._skew_us,
-            inputs,
-            metadata,
-            tags,
-            project_name,
-            None,
-            self.child_execution_order,
+            name, run_type, self, run_id, start, inputs, metadata, tags, project_name, None, order
         )
         # _adopt inline
         children = self._children
@@ -349,31 +332,10 @@ class RunTree(RunFields):
         if self.on_end is not None:
             self.on_end(self)
 
-    def add_event(
-        self,
-        event: str | Mapping[str, Any] | Sequence[Mapping[str, Any]],
-        time: TimeLike | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record a timestamped event: ``add_event("retrieved", kwargs={"n": 3})`` or a dict
-        (``{"name", "time", "kwargs"}``), or a list of such dicts."""
-        if isinstance(event, str):
-            items: Sequence[Mapping[str, Any]] = [{"name": event, "kwargs": kwargs}]
-        elif isinstance(event, Mapping):
-            items = [event]
-        else:
-            items = event
-        for item in items:
-            when = item.get("time", time)
-            micros = ids.now_micros() + self._skew_us if when is None else ids.to_micros(when)
-            record: dict[str, Any] = {
-                "name": str(item.get("name", "event")),
-                "time": ids.micros_to_datetime(micros).isoformat(),
-            }
-            item_kwargs = item.get("kwargs", kwargs)
-            if item_kwargs:
-                record["kwargs"] = dict(item_kwargs)
-            self.events.append(record)
+    def now_us(self) -> int:
+        """Now on this run's clock, in µs since the epoch: shifted like the run's start when
+        its caller's clock runs ahead of this process's (see :func:`new_run`)."""
+        return _time_ns() // 1000 + self._skew_us
 
     # ------------------------------------------------------------------ export
 
@@ -421,11 +383,9 @@ class RunTree(RunFields):
         :func:`tracestitch.propagation.extract` takes them; ``inherit``: constructor arguments
         for the stand-in.
 
-        The stand-in is *unsampled* (``tracing_enabled`` is false: nothing is recorded under
-        it, and its headers pass only ``traceparent`` ``-00`` on) when an OpenTelemetry caller
-        sent ``-00``, or when the trace id falls outside ``sample_rate`` as the LangSmith SDKs
-        decide it (:func:`tracestitch.sampling.is_sampled`). A W3C caller's ``-01`` is followed
-        whatever the rate, as OpenTelemetry's parent-based sampler does."""
+        The stand-in is *unsampled* (``tracing_enabled`` false: nothing is recorded under it,
+        its headers pass ``traceparent`` ``-00`` on) when :func:`tracestitch.sampling.continues`
+        says the trace is not recorded here at ``sample_rate``."""
         remote = extract(headers, trust=trust, limits=limits)
         if remote is None:
             return None
