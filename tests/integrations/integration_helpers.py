@@ -84,6 +84,32 @@ def flatten(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def one_tree(
+    runs: list[dict[str, Any]], trace_id: str, count: int | None = None
+) -> dict[str | None, list[dict[str, Any]]]:
+    """Assert that ``runs`` (``count`` of them, when given) are one tree: one trace, one root
+    whose id is ``trace_id``, no run whose parent is missing. Returns each run's children by
+    parent id (the root under ``None``)."""
+    ids = {r["id"] for r in runs}
+    assert {r["trace_id"] for r in runs} == {trace_id}
+    orphans = [r["name"] for r in runs if r.get("parent_run_id") and r["parent_run_id"] not in ids]
+    assert orphans == []
+    if count is not None:
+        assert len(runs) == count, sorted(r["name"] for r in runs)
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for run in runs:
+        children.setdefault(run.get("parent_run_id"), []).append(run)
+    (root,) = children[None]
+    assert root["id"] == trace_id
+    return children
+
+
+def service(run: Mapping[str, Any]) -> str | None:
+    """The service a run names (``metadata["service"]``), or ``None``."""
+    found: str | None = ((run.get("extra") or {}).get("metadata") or {}).get("service")
+    return found
+
+
 def _ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2) as sock:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_helpers import Collector, Service, traced_env
+from integration_helpers import Collector, Service, one_tree, service, traced_env
 
 #: The app the worker and the publishers import (written to ``celery_tasks.py``).
 TASKS = """
@@ -114,21 +114,8 @@ def by_name(runs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [r for r in runs if r["name"] == name]
 
 
-def assert_one_tree(runs: list[dict[str, Any]], trace_id: str) -> None:
-    ids = {r["id"] for r in runs}
-    roots = [r for r in runs if not r.get("parent_run_id")]
-    assert len(roots) == 1 and roots[0]["id"] == trace_id, roots
-    orphans = [r for r in runs if r.get("parent_run_id") and r["parent_run_id"] not in ids]
-    assert not orphans, orphans
-    assert {r["trace_id"] for r in runs} == {trace_id}
-
-
 def celery_facts(run: dict[str, Any]) -> dict[str, Any]:
     return (run.get("extra") or {}).get("celery") or {}
-
-
-def service(run: dict[str, Any]) -> str | None:
-    return ((run.get("extra") or {}).get("metadata") or {}).get("service")
 
 
 def test_task_run_is_a_child_of_the_publisher_and_its_http_call_stitches_on(
@@ -149,7 +136,7 @@ def test_task_run_is_a_child_of_the_publisher_and_its_http_call_stitches_on(
     )
     assert out["result"] == {"item": 7}
     runs = collector.wait_for_runs(out["trace_id"], 4)
-    assert_one_tree(runs, out["trace_id"])
+    one_tree(runs, out["trace_id"])
     (checkout,) = by_name(runs, "checkout")
     (task,) = by_name(runs, "celery_tasks.fetch")
     (server,) = by_name(runs, "GET /items/{n}")
@@ -179,7 +166,7 @@ def test_retries_are_siblings_numbered_by_attempt(
     )
     assert out["result"] == "done after 2"
     runs = collector.wait_for_runs(out["trace_id"], 4)
-    assert_one_tree(runs, out["trace_id"])
+    one_tree(runs, out["trace_id"])
     (nightly,) = by_name(runs, "nightly")
     attempts = sorted(by_name(runs, "celery_tasks.flaky"), key=lambda r: celery_facts(r)["attempt"])
     assert [celery_facts(r)["attempt"] for r in attempts] == [1, 2, 3]
@@ -210,7 +197,7 @@ def test_a_failure_is_recorded_with_its_traceback(
     )
     assert out["raised"] == "boom in task"
     runs = collector.wait_for_runs(out["trace_id"], 2)
-    assert_one_tree(runs, out["trace_id"])
+    one_tree(runs, out["trace_id"])
     (task,) = by_name(runs, "celery_tasks.boom")
     assert task["error"].startswith("ValueError: boom in task")
     assert "Traceback" in task["error"] and "in boom" in task["error"]
@@ -238,7 +225,7 @@ def test_countdown_and_eta_keep_the_parent(
         assert result["trace_id"] == out["trace_id"]
         assert result["parent_run_id"] == out["run_id"]
     runs = collector.wait_for_runs(out["trace_id"], 3)
-    assert_one_tree(runs, out["trace_id"])
+    one_tree(runs, out["trace_id"])
     tasks = by_name(runs, "celery_tasks.whoami")
     assert len(tasks) == 2 and all(celery_facts(r).get("eta") for r in tasks)
 

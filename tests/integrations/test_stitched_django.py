@@ -9,11 +9,10 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from integration_helpers import Collector, Service, traced_env
+from integration_helpers import Collector, Service, one_tree, service, traced_env
 
 #: The Django service (ASGI under uvicorn): prints ``ready <url>`` once it listens.
 PAYMENTS = """
@@ -142,10 +141,6 @@ def services(app_dir: Path, env: dict[str, str]) -> Iterator[str]:
             service.stop()
 
 
-def service(run: dict[str, Any]) -> str | None:
-    return ((run.get("extra") or {}).get("metadata") or {}).get("service")
-
-
 def test_fastapi_to_celery_to_django_is_one_tree(services: str, collector: Collector) -> None:
     response = httpx.post(f"{services}/orders/7", timeout=60)
     assert response.status_code == 200, response.text
@@ -153,17 +148,9 @@ def test_fastapi_to_celery_to_django_is_one_tree(services: str, collector: Colle
     trace_id = response.headers["x-trace-id"]
 
     runs = collector.wait_for_runs(trace_id, 5)
-    ids = {r["id"] for r in runs}
-    assert {r["trace_id"] for r in runs} == {trace_id}
-    orphans = [r["name"] for r in runs if r["parent_run_id"] and r["parent_run_id"] not in ids]
-    assert orphans == []
-    assert len(runs) == 5, sorted(r["name"] for r in runs)
-
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for run in runs:
-        children.setdefault(run["parent_run_id"], []).append(run)
+    children = one_tree(runs, trace_id, 5)
     (root,) = children[None]
-    assert root["id"] == trace_id and root["name"] == "POST /orders/{order_id}"
+    assert root["name"] == "POST /orders/{order_id}"
     (task,) = children[root["id"]]
     assert task["name"] == "stitch_tasks.charge"
     assert task["extra"]["celery"]["attempt"] == 1 and task["inputs"]["args"] == [7]

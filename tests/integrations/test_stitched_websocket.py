@@ -13,11 +13,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from integration_helpers import Collector, Service, traced_env
+from integration_helpers import Collector, Service, one_tree, service, traced_env
 
 #: Service B: answers each message through a traced function; prints ``ready <url>``.
 CHAT = """
@@ -106,10 +105,6 @@ def services(
         chat.stop()
 
 
-def service(run: dict[str, Any]) -> str | None:
-    return ((run.get("extra") or {}).get("metadata") or {}).get("service")
-
-
 def test_a_websocket_hop_is_one_tree(services: tuple[str, str], collector: Collector) -> None:
     front, chat = services
     response = httpx.post(f"{front}/ask/7", json=["hi", "again"], timeout=30)
@@ -118,17 +113,9 @@ def test_a_websocket_hop_is_one_tree(services: tuple[str, str], collector: Colle
     trace_id = response.headers["x-trace-id"]
 
     runs = collector.wait_for_runs(trace_id, 7)
-    ids = {r["id"] for r in runs}
-    assert {r["trace_id"] for r in runs} == {trace_id}
-    orphans = [r["name"] for r in runs if r["parent_run_id"] and r["parent_run_id"] not in ids]
-    assert orphans == []
-    assert len(runs) == 7, sorted(r["name"] for r in runs)
-
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for run in runs:
-        children.setdefault(run["parent_run_id"], []).append(run)
+    children = one_tree(runs, trace_id, 7)
     (root,) = children[None]
-    assert root["id"] == trace_id and root["name"] == "POST /ask/{room}"
+    assert root["name"] == "POST /ask/{room}"
     (client,) = children[root["id"]]
     assert client["name"] == f"WS {chat.removeprefix('ws://')}/chat/{{id}}"
     assert client["extra"]["span_kind"] == "client"
