@@ -75,10 +75,6 @@ _VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
 _new_uuid = uuid.UUID.__new__
 _set = object.__setattr__
 _SAFE = uuid.SafeUUID.unknown
-_time_ns = time.time_ns
-_VARIANT = 0b10 << 62
-# (millisecond, the text of an id's first 15 hex digits and hyphens for it): see new_run_id.
-_ms_text: tuple[int, str] = (-1, "")
 
 
 def _reseed_after_fork() -> None:
@@ -137,28 +133,21 @@ def run_id(value: uuid.UUID | str) -> RunId:
     return _id_from_text(str(value))
 
 
-def _tick(ms: int) -> tuple[int, int]:
-    """(millisecond, rand_a) for an id made at ``ms``: the counter advanced under the lock."""
-    global _last_ms, _counter
-    lock = _uuid_lock
-    lock.acquire()  # not ``with``: half the cost, and nothing below can raise
-    if ms > _last_ms:
-        _last_ms = ms
-        _counter = _rand.getrandbits(11)  # leaves room for >2000 ids in the same ms
-    else:
-        ms = _last_ms
-        _counter += 1
-        if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
-            _last_ms = ms = ms + 1
-            _counter = 0
-    rand_a = _counter
-    lock.release()
-    return ms, rand_a
-
-
 def _uuid7_value(ms: int) -> int:
-    ms, rand_a = _tick(ms)
-    return (ms << 80) | _VERSION_AND_VARIANT | (rand_a << 64) | _rand.getrandbits(62)
+    global _last_ms, _counter
+    with _uuid_lock:
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = _rand.getrandbits(11)  # leaves room for >2000 ids in the same ms
+        else:
+            ms = _last_ms
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms = ms = ms + 1
+                _counter = 0
+        rand_a = _counter
+        rand_b = _rand.getrandbits(62)
+    return (ms << 80) | _VERSION_AND_VARIANT | (rand_a << 64) | rand_b
 
 
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
@@ -174,17 +163,9 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
 def new_run_id() -> tuple[RunId, str, int]:
     """A fresh UUIDv7, its canonical text, and now in µs since the epoch, from one clock read:
     what every new run needs (the text goes into its dotted order and, later, on the wire)."""
-    global _ms_text
-    ns = _time_ns()
-    ms, rand_a = _tick(ns // 1_000_000)
-    # The text is written from its parts, not from the 128-bit integer (made only if asked
-    # for): the millisecond's 13 digits are shared by every id of that millisecond.
-    cached = _ms_text
-    if cached[0] != ms:
-        _ms_text = cached = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")
-    # rand_a, the variant and rand_b: 76 bits, as 20 hex digits (the first always 0).
-    h = ((rand_a << 64) | _VARIANT | _rand.getrandbits(62)).to_bytes(10, "big").hex()
-    text = f"{cached[1]}{h[1:4]}-{h[4:8]}-{h[8:]}"
+    ns = time.time_ns()
+    h = _uuid7_value(ns // 1_000_000).to_bytes(16, "big").hex()
+    text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     u = _new_uuid(RunId)
     _set(u, "text", text)
     return u, text, ns // 1000
