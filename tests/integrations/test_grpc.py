@@ -16,7 +16,7 @@ import grpc
 import grpc.aio
 import pytest
 from grpc_shop import SERVICE, aio_handlers, sync_handlers
-from integration_helpers import Collector, Service, traced_env
+from integration_helpers import Collector, Service, one_tree, service, traced_env
 
 import tracestitch.integrations._grpc_common as grpc_common
 from run_waits import runs_until
@@ -226,7 +226,7 @@ def test_untraced_outside_any_run(sync_server: str) -> None:
 
 @pytest.fixture
 async def aio_server() -> AsyncIterator[str]:
-    server = grpc.aio.server(interceptors=[aio_server_interceptor()])
+    server = grpc.aio.server(interceptors=[aio_server_interceptor(service="aio-shop")])
     server.add_generic_rpc_handlers((aio_handlers(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -261,6 +261,8 @@ async def test_aio_all_shapes_and_statuses(aio_server: str) -> None:
         (server,) = [r for r in runs if r.parent_run_id == client.id]
         assert server.extra["span_kind"] == "server" and server.name == client.name
         assert server.outputs["grpc_status"] == client.outputs["grpc_status"]
+        assert server.metadata["service"] == "aio-shop"  # as named by the interceptor
+    assert "service" not in root.metadata and all("service" not in r.metadata for r in clients)
     statuses = sorted(r.outputs["grpc_status"] for r in clients)
     assert statuses == ["NOT_FOUND", "OK", "OK", "OK", "OK"]
     assert len([r for r in runs if r.name == "lookup"]) == 1 + 3 + 2
@@ -312,7 +314,9 @@ print(run.trace_id)
 def test_across_processes_one_tree_in_the_collector(collector: Collector) -> None:
     here = str(Path(__file__).parent)
     env = traced_env(collector.url, PYTHONPATH=here)
-    server = Service([sys.executable, "-c", SERVER_PROCESS], env, Path(here), "ready ")
+    # The server is named by the environment only; the client process names no service.
+    server_env = {**env, "TRACESTITCH_SERVICE_NAME": "shop"}
+    server = Service([sys.executable, "-c", SERVER_PROCESS], server_env, Path(here), "ready ")
     try:
         client = subprocess.run(
             [sys.executable, "-c", CLIENT_PROCESS, server.detail],
@@ -326,16 +330,16 @@ def test_across_processes_one_tree_in_the_collector(collector: Collector) -> Non
         runs = collector.wait_for_runs(trace_id, 6)
     finally:
         server.stop()
-    ids = {r["id"] for r in runs}
-    assert len(runs) == 6, [r["name"] for r in runs]
-    assert [r["name"] for r in runs if not r["parent_run_id"]] == ["storefront"]
-    assert all(r["parent_run_id"] in ids for r in runs if r["parent_run_id"])
-    kinds = sorted((r["name"], (r.get("extra") or {}).get("span_kind")) for r in runs)
+    (root,) = one_tree(runs, trace_id, 6)[None]
+    assert root["name"] == "storefront"
+    # Every run on the server's side names its service (the nested call and the handler's
+    # own run inherit it); the client process's runs name none.
+    kinds = sorted((r["name"], (r.get("extra") or {}).get("span_kind"), service(r)) for r in runs)
     assert kinds == [
-        ("demo.Shop/Checkout", "client"),
-        ("demo.Shop/Checkout", "server"),
-        ("demo.Shop/Price", "client"),
-        ("demo.Shop/Price", "server"),
-        ("lookup", None),
-        ("storefront", None),
+        ("demo.Shop/Checkout", "client", None),
+        ("demo.Shop/Checkout", "server", "shop"),
+        ("demo.Shop/Price", "client", "shop"),
+        ("demo.Shop/Price", "server", "shop"),
+        ("lookup", None, "shop"),
+        ("storefront", None, None),
     ]

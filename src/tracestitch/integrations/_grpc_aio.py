@@ -16,7 +16,12 @@ import grpc.aio
 
 from tracestitch import RunTree
 from tracestitch.instrument import report
-from tracestitch.integrations._grpc_common import begin_client, finish_client, with_trace
+from tracestitch.integrations._grpc_common import (
+    ServerSettings,
+    begin_client,
+    finish_client,
+    with_trace,
+)
 from tracestitch.integrations._grpc_server import wrap_handler
 
 __all__ = ["aio_client_interceptors", "aio_server_interceptor"]
@@ -111,17 +116,19 @@ def aio_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
 
 
 class _AioServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, trust: bool | Collection[str]) -> None:
-        self._trust = trust
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
 
     async def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details, self._trust)
+        return wrap_handler(handler, handler_call_details, self._settings)
 
 
-def aio_server_interceptor(*, trust: bool | Collection[str] = True) -> grpc.aio.ServerInterceptor:
-    """The server interceptor for ``grpc.aio.server(interceptors=[...])``; ``trust`` as for
-    :func:`tracestitch.integrations.grpc.server_interceptor`."""
-    return _AioServerInterceptor(trust)
+def aio_server_interceptor(
+    *, trust: bool | Collection[str] = True, service: str | None = None
+) -> grpc.aio.ServerInterceptor:
+    """The server interceptor for ``grpc.aio.server(interceptors=[...])``; ``trust`` and
+    ``service`` as for :func:`tracestitch.integrations.grpc.server_interceptor`."""
+    return _AioServerInterceptor(ServerSettings.make(trust, service))

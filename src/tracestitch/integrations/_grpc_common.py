@@ -8,23 +8,26 @@ Everything here runs on the RPC's path and never raises: an internal error is re
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import grpc.aio
 
 from tracestitch import RunTree
 from tracestitch.instrument import (
+    SERVICE_KEY,
     current_run,
     finish_run,
     inject,
     remote_parent,
     report,
+    service_name,
     start_run,
 )
 
 __all__ = [
     "SERVER_ERROR_CODES",
+    "ServerSettings",
     "begin_client",
     "begin_server",
     "finish_client",
@@ -94,16 +97,28 @@ def finish_client(run: RunTree, code: grpc.StatusCode | None, details: str | Non
         report("grpc.client", exc)
 
 
+class ServerSettings(NamedTuple):
+    """What a server interceptor is made with: ``trust`` (what the caller's baggage may set
+    here) and the metadata its runs record (the service's name, as the HTTP servers')."""
+
+    trust: bool | Collection[str]
+    metadata: dict[str, Any]
+
+    @classmethod
+    def make(cls, trust: bool | Collection[str], service: str | None) -> ServerSettings:
+        return cls(trust, {SERVICE_KEY: service or service_name()})
+
+
 def begin_server(
-    method: str, metadata: Iterable[Any] | None, trust: bool | Collection[str]
+    method: str, metadata: Iterable[Any] | None, settings: ServerSettings
 ) -> RunTree | None:
     """The server run of one call, a child of the caller's run read from ``metadata`` (a new
     trace when it carries none, or none to be believed)."""
     try:
-        parent = remote_parent(tuple(metadata or ()), trust=trust)
-        return start_run(
-            rpc_name(method), "chain", parent=parent, inputs={"rpc": method}, kind="server"
-        )
+        parent = remote_parent(tuple(metadata or ()), trust=settings.trust)
+        inputs = {"rpc": method}
+        name = rpc_name(method)
+        return start_run(name, "chain", parent, inputs, settings.metadata, kind="server")
     except Exception as exc:
         report("grpc.server", exc)
         return None

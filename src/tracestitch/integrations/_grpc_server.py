@@ -10,37 +10,37 @@ function and an async generator function (``grpc.aio``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 
 from tracestitch import RunTree
 from tracestitch.instrument import attach, detach, report
-from tracestitch.integrations._grpc_common import begin_server, finish_server
+from tracestitch.integrations._grpc_common import ServerSettings, begin_server, finish_server
 
 __all__ = ["wrap_handler"]
 
 Start = Callable[[], "RunTree | None"]
 
 
-def wrap_handler(handler: Any, details: Any, trust: bool | Collection[str]) -> Any:
+def wrap_handler(handler: Any, details: Any, settings: ServerSettings) -> Any:
     """``handler`` (a ``grpc.RpcMethodHandler``, or ``None`` for a method the server does not
     have: gRPC answers ``UNIMPLEMENTED`` itself) with its behaviour traced; ``handler`` as it
     is if that fails."""
     if handler is None:
         return None
     try:
-        return _wrap(handler, details, trust)
+        return _wrap(handler, details, settings)
     except Exception as exc:
         report("grpc.server", exc)
         return handler
 
 
-def _wrap(handler: Any, details: Any, trust: bool | Collection[str]) -> Any:
+def _wrap(handler: Any, details: Any, settings: ServerSettings) -> Any:
 
     def start() -> RunTree | None:
-        return begin_server(details.method, details.invocation_metadata, trust)
+        return begin_server(details.method, details.invocation_metadata, settings)
 
     if handler.request_streaming and handler.response_streaming:
         make, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream

@@ -44,7 +44,12 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
 from tracestitch import RunTree
 from tracestitch.instrument import report
 from tracestitch.integrations._grpc_aio import aio_client_interceptors, aio_server_interceptor
-from tracestitch.integrations._grpc_common import begin_client, finish_client, with_trace
+from tracestitch.integrations._grpc_common import (
+    ServerSettings,
+    begin_client,
+    finish_client,
+    with_trace,
+)
 from tracestitch.integrations._grpc_server import wrap_handler
 
 __all__ = [
@@ -139,19 +144,24 @@ def client_interceptor() -> grpc.UnaryUnaryClientInterceptor:
 
 
 class _ServerInterceptor(grpc.ServerInterceptor):
-    __slots__ = ("_trust",)
+    __slots__ = ("_settings",)
 
-    def __init__(self, trust: bool | Collection[str]) -> None:
-        self._trust = trust
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
-        return wrap_handler(continuation(handler_call_details), handler_call_details, self._trust)
+        details = handler_call_details
+        return wrap_handler(continuation(details), details, self._settings)
 
 
-def server_interceptor(*, trust: bool | Collection[str] = True) -> grpc.ServerInterceptor:
+def server_interceptor(
+    *, trust: bool | Collection[str] = True, service: str | None = None
+) -> grpc.ServerInterceptor:
     """The server interceptor for ``grpc.server(interceptors=[...])``. ``trust``: what the
     caller's baggage may set here (metadata, tags, project; see
-    :func:`tracestitch.propagation.extract`)."""
-    return _ServerInterceptor(trust)
+    :func:`tracestitch.propagation.extract`). ``service``: the name its runs record in
+    ``metadata["service"]`` (default: :func:`tracestitch.instrument.service_name`), as the
+    HTTP servers' do; the calls a handler makes inherit it."""
+    return _ServerInterceptor(ServerSettings.make(trust, service))
