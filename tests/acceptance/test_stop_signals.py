@@ -154,10 +154,12 @@ class Service:
                 self._changed.notify_all()
 
     def wait_for(self, text: str, count: int = 1) -> None:
-        """Until ``text`` appeared in ``count`` lines (the process's own progress reports)."""
+        """Until ``text`` appeared ``count`` times (the process's own progress reports).
+        Occurrences, not lines: two worker processes writing to one pipe at once can put two
+        reports on one line ("holding 101holding 102")."""
         with self._changed:
             found = self._changed.wait_for(
-                lambda: sum(text in line for line in self.lines) >= count, DEADLINE
+                lambda: sum(line.count(text) for line in self.lines) >= count, DEADLINE
             )
         assert found, f"{count} x {text!r} not seen:\n{self.output()}"
 
