@@ -197,11 +197,25 @@ class Service:
                 self.proc.wait(10)
 
 
+def serve_uvicorn(app: str = "app", scheme: str = "http", config: str = "") -> str:
+    """The end of a service script: ``app`` (an expression) served by uvicorn on an ephemeral
+    port of 127.0.0.1, announced as ``ready <scheme>://127.0.0.1:<port>`` (what
+    :class:`Service` waits for); ``config``: more ``uvicorn.Config`` arguments."""
+    extra = f", {config}" if config else ""
+    return f"""
+import socket as _socket
+import uvicorn as _uvicorn
+_sock = _socket.socket()
+_sock.bind(("127.0.0.1", 0))
+_sock.listen(64)
+print("ready {scheme}://127.0.0.1:%d" % _sock.getsockname()[1], flush=True)
+_uvicorn.Server(_uvicorn.Config({app}, log_level="warning"{extra})).run(sockets=[_sock])
+"""
+
+
 #: A downstream HTTP service (Starlette under uvicorn, traced by the ASGI middleware); prints
 #: ``ready <url>`` once it listens on an ephemeral port.
 DOWNSTREAM = """
-import socket, sys
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -212,13 +226,7 @@ async def item(request):
 
 app = Starlette(routes=[Route("/items/{n:int}", item)])
 app.add_middleware(TracingMiddleware, service="inventory")
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-sock.listen(64)
-print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
-server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-server.run(sockets=[sock])
-"""
+""" + serve_uvicorn()
 
 
 @contextmanager

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integration_helpers import Collector, Service, one_tree, service, traced_env
+from integration_helpers import Collector, Service, one_tree, serve_uvicorn, service, traced_env
 
 #: The Django service (ASGI under uvicorn): prints ``ready <url>`` once it listens.
 PAYMENTS = """
-import socket
 
 import django
-import uvicorn
 from django.conf import settings
 from django.http import JsonResponse
 from django.urls import include, path
@@ -50,14 +48,7 @@ async def payment(request, order_id):
 urlpatterns = [path("api/", include([path("payments/<int:order_id>", payment)]))]
 
 from django.core.asgi import get_asgi_application
-
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-sock.listen(64)
-print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
-config = uvicorn.Config(get_asgi_application(), log_level="warning", lifespan="off")
-uvicorn.Server(config).run(sockets=[sock])
-"""
+""" + serve_uvicorn("get_asgi_application()", config='lifespan="off"')
 
 #: The Celery app the worker and the FastAPI service import (``stitch_tasks.py``).
 TASKS = """
@@ -83,9 +74,7 @@ def charge(order_id):
 
 #: The FastAPI service that publishes the task and waits for its result.
 ORDERS = """
-import socket
 
-import uvicorn
 from fastapi import FastAPI
 
 import stitch_tasks
@@ -99,13 +88,7 @@ app.add_middleware(TracingMiddleware, service="orders", trace_id_header="x-trace
 def place(order_id: int):
     return stitch_tasks.charge.delay(order_id).get(timeout=30)
 
-
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-sock.listen(64)
-print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-"""
+""" + serve_uvicorn()
 
 
 @pytest.fixture(scope="module")

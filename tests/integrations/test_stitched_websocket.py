@@ -16,13 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integration_helpers import Collector, Service, one_tree, service, traced_env
+from integration_helpers import Collector, Service, one_tree, serve_uvicorn, service, traced_env
 
 #: Service B: answers each message through a traced function; prints ``ready <url>``.
 CHAT = """
-import socket
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
@@ -44,20 +42,12 @@ async def chat(websocket):
 
 app = Starlette(routes=[WebSocketRoute("/chat/{room}", chat)])
 app.add_middleware(TracingMiddleware, service="chat", websocket=WebSocketOptions(messages="runs"))
-
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-sock.listen(64)
-print("ready ws://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-"""
+""" + serve_uvicorn(scheme="ws")
 
 #: Service A: a request that asks B its questions over one WebSocket.
 FRONT = """
 import os
-import socket
 
-import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
@@ -78,13 +68,7 @@ async def ask(room: int, questions: list[str]):
             answers.append(await ws.recv())
     return {"answers": answers}
 
-
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-sock.listen(64)
-print("ready http://127.0.0.1:%d" % sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-"""
+""" + serve_uvicorn()
 
 
 @pytest.fixture(scope="module")
