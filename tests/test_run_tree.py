@@ -354,3 +354,15 @@ def test_dotted_order_given_to_the_constructor_decides_the_ids() -> None:
     assert (copy.id, copy.trace_id, copy.parent_run_id) == (child.id, root.id, root.id)
     with pytest.raises(ValueError, match="do not match"):
         RunTree("bad", dotted_order=child.dotted_order, id=uuid.uuid4())
+
+
+def test_create_child_refuses_keywords_it_sets_itself() -> None:
+    # The keyword path must not let a caller's parent_run or execution_order silently win
+    # over (or be overwritten by) the ones create_child sets.
+    root = RunTree("root")
+    with pytest.raises(TypeError):
+        root.create_child("child", parent_run=RunTree("other"))
+    with pytest.raises(TypeError):
+        root.create_child("child", execution_order=7)
+    with pytest.raises(TypeError):
+        root.create_child("child", no_such_argument=1)

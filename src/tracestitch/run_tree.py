@@ -274,9 +274,17 @@ class RunTree(RunFields):
         if "run_id" in kwargs:  # the LangSmith Python SDK's name for it
             kwargs["id"] = kwargs.pop("run_id")
         self.child_execution_order += 1
-        kwargs.update(parent_run=self, inputs=inputs, metadata=metadata, tags=tags)
-        kwargs.update(project_name=project_name, execution_order=self.child_execution_order)
-        child = RunTree(name, run_type, **kwargs)
+        child = RunTree(
+            name,
+            run_type,
+            parent_run=self,
+            inputs=inputs,
+            metadata=metadata,
+            tags=tags,
+            project_name=project_name,
+            execution_order=self.child_execution_order,
+            **kwargs,
+        )
         self._adopt(child)
         return child
 
