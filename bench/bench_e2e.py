@@ -213,6 +213,9 @@ def measure(n: int, rounds: int, servers: list[str], modes: list[str] | None = N
     return samples
 
 
+NAN = float("nan")
+
+
 def rows(samples: Samples, n: int) -> list[dict[str, Any]]:
     """One row per (server, mode): medians across rounds, ratios against the same server's
     untraced pair in the same round."""
@@ -220,7 +223,9 @@ def rows(samples: Samples, n: int) -> list[dict[str, Any]]:
     for (server, mode), runs in samples.items():
         base = samples[(server, "untraced")]
         rps_x = [run[0] / b[0] for run, b in zip(runs, base, strict=True)]
-        cpu_x = [run[1] / b[1] for run, b in zip(runs, base, strict=True)]
+        # /proc counts CPU in 10 ms ticks: a short round (a smoke run) may read none at all;
+        # such a round has no CPU ratio, and a run with none left reports NaN.
+        cpu_x = [run[1] / b[1] for run, b in zip(runs, base, strict=True) if b[1]] or [NAN]
         out.append(
             {
                 "bench": "end-to-end",
